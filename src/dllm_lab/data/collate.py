@@ -1,0 +1,103 @@
+"""Collators: masked-diffusion SFT noising (LLaDA, ALGORITHMS.md section 9) and prompt batches."""
+
+from __future__ import annotations
+
+import random
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+def sample_mask_prob(t: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """``p = (1 - eps) * t + eps``: the masking probability of a noise level ``t ~ U(0, 1)``."""
+    return (1 - eps) * t + eps
+
+
+@dataclass
+class SFTCollator:
+    """Batch ``{"prompt_ids", "response_ids", "key"}`` items into noised SFT inputs.
+
+    Each sequence is ``[prompt | response | EOS padding]``, right-padded with EOS up to the batch length
+    (the padding counts as response, as in LLaDA SFT, which teaches the model to fill the rest of the
+    canvas with EOS). Every response token, padding included, is masked with probability
+    ``p = (1 - eps) t + eps``, ``t ~ U(0, 1)`` per sequence; the prompt never is. Noise is seeded by each
+    item's ``key`` so a batch is reproducible regardless of worker count or resume point.
+
+    Returns (``B`` sequences, ``N`` tokens): ``input_ids`` (B, N) noised; ``labels`` (B, N) clean;
+    ``loss_mask`` (B, N) bool, masked response tokens; ``p_mask`` (B,); ``response_lengths`` (B,).
+    """
+
+    mask_token_id: int
+    pad_token_id: int
+    eps: float = 1e-3
+    min_response_length: int = 0  # pad every response region to at least this many tokens
+    long_response_length: int = 0  # with probability long_response_prob, pad to this instead
+    long_response_prob: float = 0.0
+    seed: int = 0
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        rng = random.Random(f"{self.seed}-{items[0]['key']}")
+        resp_len = max(len(it["response_ids"]) for it in items)
+        target = self.min_response_length
+        if self.long_response_length and rng.random() < self.long_response_prob:
+            target = self.long_response_length
+        resp_len = max(resp_len, target)
+        total = max(len(it["prompt_ids"]) for it in items) + resp_len
+        batch = len(items)
+        labels = torch.full((batch, total), self.pad_token_id, dtype=torch.long)
+        is_response = torch.zeros(batch, total, dtype=torch.bool)
+        t = torch.empty(batch)
+        noise = torch.empty(batch, total)
+        for b, it in enumerate(items):
+            p, r = it["prompt_ids"], it["response_ids"]
+            labels[b, : len(p)] = torch.as_tensor(p)
+            labels[b, len(p) : len(p) + len(r)] = torch.as_tensor(r)
+            is_response[b, len(p) :] = True
+            gen = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}-{it['key']}".encode()))
+            t[b] = torch.rand((), generator=gen)
+            noise[b] = torch.rand(total, generator=gen)
+        p_mask = sample_mask_prob(t, self.eps)
+        loss_mask = is_response & (noise < p_mask[:, None])
+        input_ids = labels.masked_fill(loss_mask, self.mask_token_id)
+        return {
+            "input_ids": input_ids,
+            "labels": labels,
+            "loss_mask": loss_mask,
+            "p_mask": p_mask,
+            "response_lengths": is_response.sum(1),
+        }
+
+
+@dataclass
+class PromptCollator:
+    """Left-pad prompt ids for decoding; pass the examples through untouched.
+
+    Returns ``prompt_ids`` (B, P) left-padded with ``pad_token_id``, ``attention_mask`` (B, P), and the
+    list fields ``examples``, ``tasks`` and ``prompts`` (text).
+    """
+
+    pad_token_id: int
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        ids, mask = left_pad([it["prompt_ids"] for it in items], self.pad_token_id)
+        return {
+            "prompt_ids": ids,
+            "attention_mask": mask,
+            "examples": [it["example"] for it in items],
+            "tasks": [it["task"] for it in items],
+            "prompts": [it["prompt"] for it in items],
+        }
+
+
+def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, P)`` ids left-padded with ``pad_id`` and the matching ``(B, P)`` attention mask."""
+    width = max((len(s) for s in sequences), default=0)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(sequences), width, dtype=torch.long)
+    for b, seq in enumerate(sequences):
+        if seq:
+            ids[b, width - len(seq) :] = torch.as_tensor(seq)
+            mask[b, width - len(seq) :] = 1
+    return ids, mask

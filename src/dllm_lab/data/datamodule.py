@@ -1,0 +1,209 @@
+"""LightningDataModules: a streaming task mixture for SFT, and fixed prompt sets for evaluation."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+
+from dllm_lab.data.collate import PromptCollator, SFTCollator
+from dllm_lab.models.chat import ChatFormat
+from dllm_lab.tasks import Task, get_task
+
+log = logging.getLogger(__name__)
+
+
+def _rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class TaskMixtureStream(IterableDataset):
+    """An endless, pre-batched SFT stream over a weighted mixture of synthetic tasks.
+
+    Global sample ``g`` is a pure function of ``(seed, g)``: its task is drawn by weight, then the
+    task's generator draws the example. Rank ``r`` of ``W`` takes global batches ``j*W + r`` and worker
+    ``w`` of ``K`` takes local batches ``start + w + i*K``, which is the order a DataLoader yields them.
+    So ranks never share a sample, the stream is identical for any worker count, and
+    ``start_batch`` resumes exactly where a checkpoint left off. Prompts in ``exclude`` (held-out
+    evaluation sets) are never trained on.
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[Task],
+        weights: Sequence[float],
+        chat: ChatFormat,
+        collator: SFTCollator,
+        batch_size: int,
+        seed: int = 0,
+        exclude: set[str] | None = None,
+    ) -> None:
+        if len(tasks) != len(weights) or not tasks:
+            raise ValueError("data.tasks and data.weights must be non-empty and of equal length")
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"data.weights={list(weights)} must be non-negative with a positive sum")
+        missing = [t.name for t in tasks if not t.has_synthetic]
+        if missing:
+            raise ValueError(f"tasks {missing} have no synthetic generator; train on arith/countdown/sudoku4")
+        self.tasks, self.weights = list(tasks), list(weights)
+        self.chat, self.collator = chat, collator
+        self.batch_size, self.seed = batch_size, seed
+        self.exclude = exclude or set()
+        self.start_batch = 0
+
+    def item(self, g: int) -> dict[str, Any]:
+        rng = random.Random(f"sft-{self.seed}-{g}")
+        task = rng.choices(self.tasks, self.weights)[0]
+        while True:
+            example = task.sample(rng)
+            prompt = task.build_prompt(example)
+            if prompt not in self.exclude:
+                break
+        return {
+            "key": g,
+            "prompt_ids": self.chat.prompt_ids(prompt),
+            "response_ids": self.chat.response_ids(task.reference_completion(example)),
+        }
+
+    def batch(self, global_batch: int) -> dict[str, torch.Tensor]:
+        first = global_batch * self.batch_size
+        return self.collator([self.item(g) for g in range(first, first + self.batch_size)])
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        rank, world = _rank_world()
+        info = get_worker_info()
+        wid, nworkers = (info.id, info.num_workers) if info else (0, 1)
+        local = self.start_batch + wid
+        while True:
+            yield self.batch(local * world + rank)
+            local += nworkers
+
+
+class PromptSet(Dataset):
+    """A fixed list of evaluation prompts of one task, encoded once."""
+
+    def __init__(self, task: Task, examples: list[dict[str, Any]], chat: ChatFormat) -> None:
+        self.task, self.examples = task, examples
+        self.prompts = [task.build_prompt(e) for e in examples]
+        self.ids = [chat.prompt_ids(p) for p in self.prompts]
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"example": self.examples[i], "task": self.task.name, "prompt": self.prompts[i], "prompt_ids": self.ids[i]}
+
+
+class TaskDataModule(L.LightningDataModule):
+    """Train on a synthetic task mixture; validate SFT loss on held-out batches; test by decoding.
+
+    ``eval_tasks`` maps task names to a source: ``"synthetic"`` (held-out seed ``eval_seed``), a local
+    jsonl/csv/parquet path, or a hub dataset id. Evaluation sets are sharded across ranks by striding
+    (no padding duplicates), so summed metrics are exact under DDP.
+    """
+
+    def __init__(
+        self,
+        chat: ChatFormat,
+        mask_token_id: int,
+        tasks: Sequence[str] = ("arith", "countdown", "sudoku4"),
+        weights: Sequence[float] | None = None,
+        eval_tasks: dict[str, str] | None = None,
+        prompt_style: str = "compact",
+        batch_size: int = 32,
+        eval_batch_size: int = 32,
+        num_eval: int = 200,
+        num_val_batches: int = 4,
+        eval_split: str = "test",
+        eval_seed: int = 1234,
+        seed: int = 0,
+        num_workers: int = 0,
+        min_response_length: int = 0,
+        long_response_length: int = 0,
+        long_response_prob: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.chat, self.mask_token_id = chat, mask_token_id
+        self.task_names = list(tasks)
+        self.weights = list(weights) if weights is not None else [1.0] * len(self.task_names)
+        self.eval_sources = dict(eval_tasks) if eval_tasks is not None else {t: "synthetic" for t in tasks}
+        self.prompt_style = prompt_style
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_eval, self.num_val_batches = num_eval, num_val_batches
+        self.eval_split, self.eval_seed, self.seed = eval_split, eval_seed, seed
+        self.num_workers = num_workers
+        self.collator = SFTCollator(
+            mask_token_id=mask_token_id,
+            pad_token_id=chat.eos_token_ids[0],
+            min_response_length=min_response_length,
+            long_response_length=long_response_length,
+            long_response_prob=long_response_prob,
+            seed=seed,
+        )
+        self._eval_sets: list[PromptSet] | None = None
+        self._train: TaskMixtureStream | None = None
+        self._resume_batch = 0
+
+    # -- evaluation sets ------------------------------------------------------------------------
+    def eval_sets(self) -> list[PromptSet]:
+        """One :class:`PromptSet` per evaluation task (all of it; sharding happens in the loaders)."""
+        if self._eval_sets is None:
+            sets = []
+            for name, source in self.eval_sources.items():
+                task = get_task(name, prompt_style=self.prompt_style)
+                if source in (None, "synthetic"):
+                    examples = task.synthetic(self.num_eval, seed=self.eval_seed)
+                else:
+                    examples = task.load(self.eval_split, source, limit=self.num_eval)
+                sets.append(PromptSet(task, examples, self.chat))
+            self._eval_sets = sets
+        return self._eval_sets
+
+    @property
+    def eval_task_names(self) -> list[str]:
+        return list(self.eval_sources)
+
+    # -- loaders --------------------------------------------------------------------------------
+    def _stream(self, seed: int, exclude: set[str]) -> TaskMixtureStream:
+        tasks = [get_task(n, prompt_style=self.prompt_style) for n in self.task_names]
+        return TaskMixtureStream(tasks, self.weights, self.chat, self.collator, self.batch_size, seed, exclude)
+
+    def train_dataloader(self) -> DataLoader:
+        held_out = {p for s in self.eval_sets() if s.task.name in self.task_names for p in s.prompts}
+        self._train = self._stream(self.seed, held_out)
+        self._train.start_batch = self._resume_batch
+        return DataLoader(self._train, batch_size=None, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        stream = self._stream(self.seed + 10_000, set())
+        rank, world = _rank_world()
+        batches = [stream.batch(j * world + rank) for j in range(self.num_val_batches)]
+        return DataLoader(batches, batch_size=None)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        rank, world = _rank_world()
+        collate = PromptCollator(self.chat.eos_token_ids[0])
+        return [
+            DataLoader(torch.utils.data.Subset(s, range(rank, len(s), world)), batch_size=self.eval_batch_size,
+                       collate_fn=collate)
+            for s in self.eval_sets()
+        ]
+
+    predict_dataloader = test_dataloader
+
+    # -- exact resume ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        trainer = getattr(self, "trainer", None)
+        seen = trainer.fit_loop.epoch_loop.batch_progress.total.completed if trainer is not None else 0
+        return {"batches_seen": int(seen)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._resume_batch = int(state.get("batches_seen", 0))

@@ -1,0 +1,118 @@
+"""Builds the objects a run needs from its config: the one place that reads config groups.
+
+Entry points call these, then pass typed objects down; no class below takes "the config".
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dllm_lab.data import TaskDataModule
+from dllm_lab.models import DiffusionLM, build_tiny_model, build_tokenizer, load_model
+from dllm_lab.models.tiny import task_corpus
+from dllm_lab.tracking import log_config, make_mlflow_logger
+
+log = logging.getLogger(__name__)
+
+
+def build_model(model_cfg: DictConfig, data_cfg: DictConfig | None = None, seed: int = 0) -> DiffusionLM:
+    """Load ``model.name_or_path``, or build a fresh tiny model when ``model.init`` is set."""
+    init = model_cfg.get("init")
+    if init:
+        tasks = list(data_cfg.tasks) if data_cfg is not None else ["arith", "countdown", "sudoku4"]
+        style = data_cfg.prompt_style if data_cfg is not None else "compact"
+        tokenizer = build_tokenizer(task_corpus(tasks, init.corpus_examples, style), init.vocab_size)
+        model = build_tiny_model(
+            tokenizer,
+            hidden_size=init.hidden_size,
+            num_layers=init.num_layers,
+            num_heads=init.num_heads,
+            intermediate_size=init.intermediate_size,
+            max_position_embeddings=init.max_position_embeddings,
+            seed=seed,
+        )
+        return DiffusionLM(model, tokenizer, "masked_lm", tokenizer.mask_token_id, (tokenizer.eos_token_id,))
+    if not model_cfg.get("name_or_path"):
+        raise ValueError("set model.name_or_path=<dir or hub id>, or model=tiny_scratch to build a fresh model")
+    path = Path(str(model_cfg.name_or_path))
+    if "checkpoints" in path.parts and not path.exists():
+        raise FileNotFoundError(
+            f"model.name_or_path={path} does not exist. The embedded model ships in the repo: check out "
+            "checkpoints/ (git lfs is not used), or retrain it with `dllm-train experiment=tiny_pretrain`."
+        )
+    return load_model(
+        str(model_cfg.name_or_path),
+        family=model_cfg.get("family"),
+        trust_remote_code=bool(model_cfg.get("trust_remote_code", False)),
+        dtype=model_cfg.get("dtype", "auto"),
+        mask_token_id=model_cfg.get("mask_token_id"),
+        eos_token_ids=model_cfg.get("eos_token_ids"),
+    )
+
+
+def build_datamodule(data_cfg: DictConfig, lm: DiffusionLM, seed: int = 0) -> TaskDataModule:
+    kwargs: dict[str, Any] = OmegaConf.to_container(data_cfg, resolve=True)  # type: ignore[assignment]
+    return TaskDataModule(chat=lm.chat, mask_token_id=lm.mask_token_id, seed=seed, **kwargs)
+
+
+def build_logger(cfg: DictConfig, root: Path, run_id: str | None = None):
+    """The MLflow logger for this run (``None`` when ``logger=none``), with params and config logged."""
+    logger_cfg = cfg.logger
+    if not logger_cfg.get("tracking_uri"):
+        return None
+    tags = {
+        "task_name": cfg.task_name,
+        "model": cfg.model.get("name_or_path") or "tiny_scratch",
+        "model_family": cfg.model.get("family") or "auto",
+        "strategy": cfg.trainer.strategy,
+        "devices": cfg.trainer.devices,
+        "accelerator": cfg.trainer.accelerator,
+        **cfg.get("tags", {}),
+    }
+    logger = make_mlflow_logger(
+        tracking_uri=logger_cfg.tracking_uri,
+        experiment_name=logger_cfg.experiment_name,
+        run_name=cfg.get("run_name") or cfg.task_name,
+        root=root,
+        tags=tags,
+        artifact_location=logger_cfg.get("artifact_location"),
+        run_id=run_id,
+    )
+    if logger_cfg.get("log_config", True) and run_id is None:
+        from lightning.pytorch.utilities import rank_zero_only
+
+        if rank_zero_only.rank == 0:
+            log_config(logger, OmegaConf.to_container(cfg, resolve=True), OmegaConf.to_yaml(cfg, resolve=True))
+    return logger
+
+
+def build_trainer(trainer_cfg: DictConfig, logger, callbacks: list, default_root_dir: str) -> L.Trainer:
+    if trainer_cfg.get("num_threads"):
+        torch.set_num_threads(int(trainer_cfg.num_threads))
+    return L.Trainer(
+        accelerator=trainer_cfg.accelerator,
+        devices=trainer_cfg.devices,
+        num_nodes=trainer_cfg.get("num_nodes", 1),
+        strategy=trainer_cfg.strategy,
+        precision=trainer_cfg.precision,
+        max_steps=trainer_cfg.max_steps,
+        val_check_interval=trainer_cfg.val_check_interval,
+        check_val_every_n_epoch=None,
+        limit_val_batches=trainer_cfg.get("limit_val_batches"),
+        gradient_clip_val=trainer_cfg.gradient_clip_val,
+        accumulate_grad_batches=trainer_cfg.accumulate_grad_batches,
+        log_every_n_steps=trainer_cfg.log_every_n_steps,
+        fast_dev_run=trainer_cfg.fast_dev_run,
+        deterministic=trainer_cfg.deterministic,
+        logger=logger if logger is not None else False,
+        callbacks=callbacks,
+        default_root_dir=default_root_dir,
+        use_distributed_sampler=False,  # the DataModule shards by rank itself, without padding duplicates
+        enable_model_summary=False,
+    )

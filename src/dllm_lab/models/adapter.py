@@ -1,0 +1,205 @@
+"""One adapter over every masked diffusion LM: LLaDA, Dream, and any transformers masked LM.
+
+Decoders, losses and estimators only ever call :meth:`DiffusionLM.logits`, which returns ``(B, N, V)``
+logits aligned so that position ``i`` predicts token ``i`` (Dream's right shift is undone here, once).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dllm_lab.models.chat import ChatFormat
+
+log = logging.getLogger(__name__)
+
+FAMILIES = ("llada", "dream", "masked_lm")
+# ALGORITHMS.md section 0: ids fixed by the released checkpoints.
+LLADA_MASK_ID, LLADA_EOS_ID, LLADA_EOT_ID = 126336, 126081, 126348
+DREAM_MASK_ID, DREAM_EOS_ID = 151666, 151643
+
+
+class DiffusionLM(nn.Module):
+    """A masked diffusion LM with its tokenizer and token conventions.
+
+    Attributes: ``family``, ``mask_token_id``, ``eos_token_ids`` (ids that end a completion; padding
+    uses the first), ``eot_token_ids`` (end-of-turn ids some families add, e.g. LLaDA's ``<|eot_id|>``),
+    ``pad_token_id``, ``tokenizer``, ``max_length``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        family: str,
+        mask_token_id: int,
+        eos_token_ids: tuple[int, ...],
+        eot_token_ids: tuple[int, ...] = (),
+        pad_token_id: int | None = None,
+        max_length: int | None = None,
+    ) -> None:
+        super().__init__()
+        if family not in FAMILIES:
+            raise ValueError(f"family={family!r}: choose one of {FAMILIES}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.family = family
+        self.mask_token_id = int(mask_token_id)
+        self.eos_token_ids = tuple(int(i) for i in eos_token_ids)
+        self.eot_token_ids = tuple(int(i) for i in eot_token_ids)
+        self.pad_token_id = int(pad_token_id if pad_token_id is not None else self.eos_token_ids[0])
+        self.max_length = max_length or _context_length(model)
+
+    @property
+    def shift(self) -> bool:
+        """Dream predicts token ``i+1`` at position ``i``; the adapter realigns it."""
+        return self.family == "dream"
+
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Aligned logits ``(B, N, V)`` for ``input_ids`` ``(B, N)``; ``attention_mask`` ``(B, N)``, 1 = real."""
+        if attention_mask is not None and bool(attention_mask.all()):
+            attention_mask = None  # lets every family take its fast unpadded path
+        if self.family == "dream":
+            out = self._dream_forward(input_ids, attention_mask)
+            # (B, N, V): model logit at i predicts i+1 -> shift right so position i predicts i
+            return torch.cat([out[:, :1], out[:, :-1]], dim=1)
+        if self.family == "llada":
+            # LLaDA's remote code takes an additive attention bias rather than a padding mask
+            bias = None
+            if attention_mask is not None:
+                keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, N)
+                bias = torch.zeros(keep.shape, dtype=torch.float32, device=input_ids.device)
+                bias = bias.masked_fill(~keep, torch.finfo(torch.float32).min)
+            return self.model(input_ids, attention_bias=bias).logits
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    forward = logits
+
+    def _dream_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        if attention_mask is None:
+            return self.model(input_ids, attention_mask="full").logits
+        # Dream expects a (B, 1, N, N) boolean mask and position ids that skip the left padding.
+        m = attention_mask.bool()
+        mask4d = m[:, None, None, :] & m[:, None, :, None]
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        return self.model(input_ids, attention_mask=mask4d, position_ids=position_ids).logits
+
+    # -- text helpers ---------------------------------------------------------------------------------
+    @property
+    def chat(self) -> ChatFormat:
+        """The picklable prompt/response encoder that data workers use."""
+        return ChatFormat(self.tokenizer, self.eos_token_ids, self.eot_token_ids)
+
+    def encode_prompt(self, user_message: str) -> list[int]:
+        """Token ids of a one-turn chat ending in the assistant header (the generation prompt)."""
+        return self.chat.prompt_ids(user_message)
+
+    def decode_completion(self, ids: torch.Tensor | list[int]) -> str:
+        """Text of generated ids, cut at the first end token (EOS or EOT)."""
+        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        stop = set(self.eos_token_ids) | set(self.eot_token_ids)
+        for i, tok in enumerate(ids):
+            if tok in stop:
+                ids = ids[:i]
+                break
+        ids = [t for t in ids if t != self.mask_token_id]
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+
+
+def _context_length(model: nn.Module) -> int:
+    cfg = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "max_sequence_length", "n_positions"):
+        value = getattr(cfg, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 4096
+
+
+def detect_family(config: Any) -> str:
+    model_type = str(getattr(config, "model_type", "")).lower()
+    if "llada" in model_type:
+        return "llada"
+    if "dream" in model_type:
+        return "dream"
+    return "masked_lm"
+
+
+def load_model(
+    name_or_path: str | Path,
+    family: str | None = None,
+    trust_remote_code: bool = False,
+    dtype: str | torch.dtype = "auto",
+    device: str | torch.device | None = None,
+    mask_token_id: int | None = None,
+    eos_token_ids: list[int] | tuple[int, ...] | None = None,
+    **model_kwargs: Any,
+) -> DiffusionLM:
+    """Load a local directory or hub id as a :class:`DiffusionLM`.
+
+    ``family`` is detected from the config's ``model_type`` unless given. LLaDA and Dream ship custom
+    code: pass ``trust_remote_code=True`` (``model.trust_remote_code=true``) to allow it; it is never
+    enabled implicitly.
+    """
+    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
+
+    source = str(name_or_path)
+    if Path(source).expanduser().exists():
+        source = str(Path(source).expanduser().resolve())
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except ValueError as err:
+        if "trust_remote_code" in str(err) and not trust_remote_code:
+            raise ValueError(
+                f"{name_or_path} ships custom model code; review it, then allow it with "
+                "trust_remote_code=True (Hydra: model.trust_remote_code=true)"
+            ) from err
+        raise
+    except OSError as err:
+        raise FileNotFoundError(
+            f"cannot load a model from {name_or_path!r}: not a local directory with config.json and not "
+            f"reachable on the hub ({err}). Use checkpoints/tiny-mdlm for the embedded model."
+        ) from err
+    family = family or detect_family(config)
+    if family not in FAMILIES:
+        raise ValueError(f"model.family={family!r}: choose one of {FAMILIES}")
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+
+    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
+    auto_cls = AutoModelForMaskedLM if family == "masked_lm" else AutoModel
+    model = auto_cls.from_pretrained(
+        source, trust_remote_code=trust_remote_code, dtype=torch_dtype, **model_kwargs
+    )
+    model.eval()
+
+    eot: tuple[int, ...] = ()
+    if family == "llada":
+        mask_token_id = mask_token_id if mask_token_id is not None else LLADA_MASK_ID
+        eos_token_ids = eos_token_ids or (LLADA_EOS_ID,)
+        eot = (LLADA_EOT_ID,)
+    elif family == "dream":
+        mask_token_id = mask_token_id if mask_token_id is not None else (tokenizer.mask_token_id or DREAM_MASK_ID)
+        eos_token_ids = eos_token_ids or (tokenizer.eos_token_id or DREAM_EOS_ID,)
+    else:
+        mask_token_id = mask_token_id if mask_token_id is not None else tokenizer.mask_token_id
+        if mask_token_id is None:
+            raise ValueError(
+                f"the tokenizer of {name_or_path} has no mask token; a masked diffusion LM needs one. "
+                "Pass mask_token_id=<id> (Hydra: model.mask_token_id=<id>) or add a mask token."
+            )
+        eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+        if eos_token_ids is None and eos is None:
+            raise ValueError(f"the tokenizer of {name_or_path} has no EOS token; pass eos_token_ids=[...]")
+        eos_token_ids = eos_token_ids or (eos,)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_token_ids[0]
+    lm = DiffusionLM(model, tokenizer, family, mask_token_id, tuple(eos_token_ids), eot, pad)
+    if device is not None:
+        lm.to(device)
+    return lm

@@ -1,0 +1,32 @@
+"""Prompt and response encoding with a model's chat template; small and picklable for data workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class ChatFormat:
+    """Encode a user message as a generation prompt and a completion as SFT response ids.
+
+    The response is the completion followed by the family's end-of-turn ids (LLaDA's ``<|eot_id|>``)
+    and one EOS; the SFT collator pads the rest with EOS.
+    """
+
+    tokenizer: Any
+    eos_token_ids: tuple[int, ...]
+    eot_token_ids: tuple[int, ...] = ()
+
+    def prompt_ids(self, user_message: str) -> list[int]:
+        messages = [{"role": "user", "content": user_message}]
+        if getattr(self.tokenizer, "chat_template", None):
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            if not isinstance(ids, list):  # transformers 5 returns a BatchEncoding
+                ids = ids["input_ids"]
+            return list(ids)
+        return list(self.tokenizer(user_message, add_special_tokens=True)["input_ids"])
+
+    def response_ids(self, completion: str) -> list[int]:
+        ids = self.tokenizer(completion, add_special_tokens=False)["input_ids"]
+        return [*ids, *self.eot_token_ids, self.eos_token_ids[0]]

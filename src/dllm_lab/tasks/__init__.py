@@ -1,0 +1,42 @@
+"""Tasks: prompts, answer parsers, equivalence, correctness and rewards, one module per benchmark.
+
+>>> task = get_task("countdown")
+>>> task.is_correct("<answer>\\boxed{100-93+16}</answer>", {"numbers": [16, 93, 100], "target": 23})
+True
+"""
+
+from __future__ import annotations
+
+from dllm_lab.tasks.arith import Arith
+from dllm_lab.tasks.base import (
+    D1_SYSTEM_PROMPT,
+    Example,
+    Task,
+    extract_answer_text,
+    extract_boxed,
+    parse_number,
+)
+from dllm_lab.tasks.countdown import Countdown
+from dllm_lab.tasks.gsm8k import GSM8K, SVAMP
+from dllm_lab.tasks.math500 import MATH500
+from dllm_lab.tasks.safe_eval import UnsafeExpression, safe_arith_eval
+from dllm_lab.tasks.sudoku import Sudoku4
+
+TASKS: dict[str, type[Task]] = {
+    cls.name: cls for cls in (Arith, GSM8K, SVAMP, MATH500, Countdown, Sudoku4)
+}
+
+
+def get_task(name: str, **kwargs) -> Task:
+    """The task called ``name`` (``prompt_style="d1" | "compact"`` may be passed)."""
+    try:
+        cls = TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; available: {sorted(TASKS)}") from None
+    return cls(**kwargs)
+
+
+__all__ = [
+    "D1_SYSTEM_PROMPT", "TASKS", "Example", "Task", "UnsafeExpression", "extract_answer_text",
+    "extract_boxed", "get_task", "parse_number", "safe_arith_eval",
+]

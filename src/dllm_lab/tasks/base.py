@@ -1,0 +1,183 @@
+"""The task interface shared by every benchmark: prompt, parser, equivalence, correctness, reward.
+
+A task turns a plain-dict example into a prompt, reads a model's completion back into an answer, and
+scores it. Parsers never raise on model output: anything unreadable is ``None`` (no answer), which is
+wrong and gets the lowest reward. Examples are plain dicts so they pickle across DataLoader workers and
+serialise to jsonl without ceremony.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar
+
+log = logging.getLogger(__name__)
+
+Example = dict[str, Any]
+
+# The d1 answer format (Zhao et al. 2025): reasoning first, the final answer in \boxed{} inside <answer>.
+D1_SYSTEM_PROMPT = (
+    "You are a math expert. You will be given a question to solve. Solve it step by step. "
+    "Wrap the final answer in a \\boxed{}.\n"
+    "Respond in the following format:\n<reasoning>\nYour reasoning here\n</reasoning>\n"
+    "<answer>\n\\boxed{...}\n</answer>"
+)
+PROMPT_STYLES = ("d1", "compact")
+
+
+def format_completion(reasoning: str, answer: str) -> str:
+    """The reference completion in d1 format; the embedded model is trained on exactly this shape."""
+    return f"<reasoning>\n{reasoning}\n</reasoning>\n<answer>\n\\boxed{{{answer}}}\n</answer>"
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` in ``text``, braces balanced; ``None`` if there is none."""
+    start = text.rfind("\\boxed{")
+    while start != -1:
+        i, depth = start + len("\\boxed{"), 1
+        for j in range(i, len(text)):
+            if text[j] == "{":
+                depth += 1
+            elif text[j] == "}":
+                depth -= 1
+                if depth == 0:
+                    return text[i:j].strip()
+        # unbalanced (e.g. a truncated generation): try an earlier box
+        start = text.rfind("\\boxed{", 0, start)
+    return None
+
+
+_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+def extract_answer_text(text: str) -> str | None:
+    """The final answer span: last ``\\boxed{}``, else the last ``<answer>...</answer>`` block."""
+    boxed = extract_boxed(text)
+    if boxed is not None:
+        return boxed
+    tags = _ANSWER_TAG.findall(text)
+    if tags:
+        return tags[-1].strip() or None
+    return None
+
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+
+
+def parse_number(text: str | None) -> float | None:
+    """The last number in ``text`` (thousands separators and ``$`` ignored), or ``None``."""
+    if text is None:
+        return None
+    found = _NUMBER.findall(text.replace("$", ""))
+    if not found:
+        return None
+    try:
+        return float(found[-1].replace(",", ""))
+    except ValueError:
+        return None
+
+
+def numbers_equal(a: float | None, b: float | None, tol: float = 1e-6) -> bool:
+    return a is not None and b is not None and abs(a - b) <= tol * max(1.0, abs(b))
+
+
+class Task:
+    """Base class. Subclasses set ``name``, ``required_fields`` and implement the abstract hooks.
+
+    ``prompt_style="d1"`` prepends the d1 system prompt (what LLaDA/Dream evaluations use);
+    ``"compact"`` keeps only the question and a one-line format hint (what the embedded model is
+    trained on, to keep CPU sequences short). Both ask for the same answer format.
+    """
+
+    name: ClassVar[str] = "task"
+    required_fields: ClassVar[tuple[str, ...]] = ("question", "answer")
+    has_synthetic: ClassVar[bool] = False
+    format_hint: ClassVar[str] = "Put the final answer in \\boxed{}."
+
+    def __init__(self, prompt_style: str = "d1") -> None:
+        if prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"prompt_style={prompt_style!r}: choose one of {PROMPT_STYLES}")
+        self.prompt_style = prompt_style
+
+    # -- prompt -------------------------------------------------------------------------------
+    def question(self, example: Example) -> str:
+        return str(example["question"])
+
+    def build_prompt(self, example: Example) -> str:
+        """The user message (a chat template is applied later by the model's tokenizer)."""
+        if self.prompt_style == "d1":
+            return f"{D1_SYSTEM_PROMPT}\n\n{self.question(example)}"
+        return f"{self.question(example)}\n{self.format_hint}"
+
+    def reference_completion(self, example: Example) -> str:
+        """A gold completion in the shared format, for SFT; needs a ``reasoning`` field or none."""
+        return format_completion(str(example.get("reasoning", "")), str(example["answer"]))
+
+    # -- answers --------------------------------------------------------------------------------
+    def parse_answer(self, completion: str) -> Any | None:
+        """The model's final answer, or ``None`` when nothing parses. Never raises."""
+        return parse_number(extract_answer_text(completion))
+
+    def gold(self, example: Example) -> Any:
+        return parse_number(str(example["answer"]))
+
+    def is_equivalent(self, a: Any, b: Any) -> bool:
+        return numbers_equal(a, b)
+
+    def answer_is_correct(self, answer: Any | None, example: Example) -> bool:
+        """Correctness of an already-parsed answer (temporal voting reuses this)."""
+        return answer is not None and self.is_equivalent(answer, self.gold(example))
+
+    def is_correct(self, completion: str, example: Example) -> bool:
+        return self.answer_is_correct(self.parse_answer(completion), example)
+
+    def reward(self, completion: str, example: Example) -> float:
+        """Correctness reward, 2.0 as in d1's math tasks; subclasses override with their own."""
+        return 2.0 if self.is_correct(completion, example) else 0.0
+
+    # -- data -----------------------------------------------------------------------------------
+    def sample(self, rng: random.Random) -> Example:
+        """One synthetic example drawn with ``rng`` (tasks with a generator override this)."""
+        raise NotImplementedError(
+            f"task {self.name!r} has no synthetic generator; use load(split, source) instead"
+        )
+
+    def synthetic(self, n: int, seed: int = 0) -> list[Example]:
+        """``n`` examples, the same for the same seed on every machine."""
+        rng = random.Random(f"{self.name}-{seed}")
+        return [self.sample(rng) for _ in range(n)]
+
+    def load(self, split: str = "test", source: str | None = None, limit: int | None = None):
+        from dllm_lab.tasks.sources import load_examples
+
+        return load_examples(self, split=split, source=source, limit=limit)
+
+    def normalize(self, row: dict[str, Any]) -> Example:
+        """Map a raw dataset row to this task's example fields. Raise ValueError if malformed."""
+        missing = [f for f in self.required_fields if row.get(f) in (None, "")]
+        if missing:
+            raise ValueError(f"missing field(s) {missing}")
+        return dict(row)
+
+    def validate_rows(self, rows: Iterable[dict[str, Any]], origin: str) -> Iterator[Example]:
+        """Normalise rows, skipping malformed ones with a warning; raise if none is valid."""
+        kept = skipped = 0
+        for i, row in enumerate(rows):
+            try:
+                example = self.normalize(row)
+            except (ValueError, KeyError, TypeError) as err:
+                skipped += 1
+                log.warning("%s: skipping row %d of %s: %s", self.name, i, origin, err)
+                continue
+            kept += 1
+            yield example
+        if skipped:
+            log.warning("%s: skipped %d malformed row(s) of %s", self.name, skipped, origin)
+        if kept == 0:
+            raise ValueError(
+                f"{self.name}: no valid rows in {origin} ({skipped} malformed); "
+                f"each row needs the fields {list(self.required_fields)}"
+            )

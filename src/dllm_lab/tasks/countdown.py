@@ -1,0 +1,121 @@
+"""Countdown: combine the given numbers with + - * / to hit the target (d1's cd3 setting)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from dllm_lab.tasks.base import Example, Task, extract_answer_text, format_completion
+from dllm_lab.tasks.safe_eval import UnsafeExpression, expression_numbers, safe_arith_eval
+
+# Expression shapes over three numbers a, b, c. Weighted towards + and - so that the synthetic
+# distribution, like the public cd3 set, is mostly additive; products and quotients still occur.
+_SHAPES: list[tuple[str, float]] = [
+    ("{a}+{b}+{c}", 1.0), ("{a}+{b}-{c}", 2.0), ("{a}-{b}-{c}", 1.0), ("{a}-({b}-{c})", 0.5),
+    ("{a}*{b}+{c}", 0.5), ("{a}*{b}-{c}", 0.5), ("{a}*({b}-{c})", 0.4), ("({a}+{b})*{c}", 0.3),
+    ("{a}/{b}+{c}", 0.4), ("{a}/{b}-{c}", 0.3), ("({a}+{b})/{c}", 0.4), ("({a}-{b})/{c}", 0.3),
+]
+
+
+def _steps(shape: str, a: int, b: int, c: int) -> list[str]:
+    """Two equations that compute the shape left to right, e.g. ``100-93=7`` then ``30-7=23``."""
+    inner_first = "(" in shape and shape.index("(") > 0  # a op (b op c)
+    fmt = lambda v: str(int(v)) if float(v).is_integer() else f"{v:g}"  # noqa: E731
+    ops = [ch for ch in shape if ch in "+-*/"]
+    if inner_first:
+        first = safe_arith_eval(f"{b}{ops[1]}{c}")
+        second = safe_arith_eval(f"{a}{ops[0]}{first}")
+        return [f"{b}{ops[1]}{c}={fmt(first)}", f"{a}{ops[0]}{fmt(first)}={fmt(second)}"]
+    first = safe_arith_eval(f"{a}{ops[0]}{b}")
+    second = safe_arith_eval(f"{fmt(first)}{ops[1]}{c}")
+    return [f"{a}{ops[0]}{b}={fmt(first)}", f"{fmt(first)}{ops[1]}{c}={fmt(second)}"]
+
+
+class Countdown(Task):
+    name = "countdown"
+    required_fields = ("numbers", "target")
+    has_synthetic = True
+    format_hint = "Put the expression in \\boxed{}."
+
+    def question(self, example: Example) -> str:
+        nums = ", ".join(str(n) for n in example["numbers"])
+        return (
+            f"Using the numbers {nums}, create an expression that equals {example['target']}. "
+            "Use each number exactly once with + - * /."
+        )
+
+    def reference_completion(self, example: Example) -> str:
+        return format_completion(str(example.get("reasoning", "")), str(example["answer"]))
+
+    def normalize(self, row: dict[str, Any]) -> Example:
+        row = dict(row)
+        if "numbers" not in row:  # d1 jsonl {"input": "30,100,93", "output": "23"}; HF {"nums", "target"}
+            if "input" in row:
+                row["numbers"] = [int(x) for x in str(row["input"]).split(",")]
+                row["target"] = row.get("output")
+            elif "nums" in row:
+                row["numbers"] = list(row["nums"])
+        if row.get("numbers") in (None, []) or row.get("target") in (None, ""):
+            raise ValueError("missing field(s) numbers/target (or d1 'input'/'output')")
+        row["numbers"] = [int(x) for x in row["numbers"]]
+        target = float(row["target"])
+        if not target.is_integer():
+            raise ValueError(f"target {row['target']!r} is not an integer")
+        row["target"] = int(target)
+        return row
+
+    def parse_answer(self, completion: str) -> str | None:
+        """The expression (left of any ``=``), whitespace removed; ``None`` if absent."""
+        text = extract_answer_text(completion)
+        if text is None:
+            return None
+        expression = text.split("=")[0].replace(" ", "").replace("\\times", "*").replace("\\div", "/")
+        return expression or None
+
+    def gold(self, example: Example) -> int:
+        return int(example["target"])
+
+    def is_equivalent(self, a: Any, b: Any) -> bool:
+        return a is not None and b is not None and str(a) == str(b)
+
+    def _value(self, expression: str, example: Example) -> float | None:
+        if sorted(expression_numbers(expression)) != sorted(example["numbers"]):
+            return None
+        try:
+            return safe_arith_eval(expression)
+        except UnsafeExpression:
+            return None
+
+    def answer_is_correct(self, answer: Any | None, example: Example) -> bool:
+        if answer is None:
+            return False
+        value = self._value(str(answer), example)
+        return value is not None and abs(value - example["target"]) < 1e-5
+
+    def reward(self, completion: str, example: Example) -> float:
+        """d1: 1.0 if each number is used once and the value hits the target, 0.1 for any other
+        expression, 0.0 when there is none."""
+        answer = self.parse_answer(completion)
+        if answer is None:
+            return 0.0
+        return 1.0 if self.answer_is_correct(answer, example) else 0.1
+
+    def sample(self, rng: random.Random) -> Example:
+        """Three numbers in 1..100 and a target in 1..100 reachable by one of ``_SHAPES``."""
+        shapes, weights = zip(*_SHAPES, strict=True)
+        while True:
+            a, b, c = (rng.randint(1, 100) for _ in range(3))
+            shape = rng.choices(shapes, weights)[0]
+            expr = shape.format(a=a, b=b, c=c)
+            try:
+                value = safe_arith_eval(expr)
+                steps = _steps(shape, a, b, c)
+            except UnsafeExpression:
+                continue
+            if not value.is_integer() or not 1 <= value <= 100:
+                continue
+            if any("." in s for s in steps):  # keep intermediate values integral
+                continue
+            numbers = [a, b, c]
+            rng.shuffle(numbers)
+            return {"numbers": numbers, "target": int(value), "answer": expr, "reasoning": "\n".join(steps)}

@@ -1,0 +1,78 @@
+"""Where real examples come from: a local jsonl/json/csv/parquet file, or a Hugging Face dataset id."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dllm_lab.tasks.base import Example, Task
+
+LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+def _read_local(path: Path) -> Iterator[dict[str, Any]]:
+    if path.suffix == ".jsonl":
+        with path.open() as fh:
+            for lineno, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError as err:
+                        yield {"__error__": f"line {lineno}: invalid JSON ({err.msg})"}
+    elif path.suffix == ".json":
+        data = json.loads(path.read_text())
+        yield from data if isinstance(data, list) else data.get("data", [])
+    elif path.suffix == ".csv":
+        with path.open(newline="") as fh:
+            yield from csv.DictReader(fh)
+    else:
+        import pyarrow.parquet as pq
+
+        yield from pq.read_table(path).to_pylist()
+
+
+def _read_hub(hf_id: str, config: str | None, split: str) -> Iterator[dict[str, Any]]:
+    try:
+        import datasets
+    except ImportError as err:  # pragma: no cover - datasets is a core dependency
+        raise ImportError("loading hub datasets needs `pip install datasets`") from err
+    yield from datasets.load_dataset(hf_id, config, split=split)
+
+
+def load_examples(task: Task, split: str = "test", source: str | None = None, limit: int | None = None) -> list[Example]:
+    """Validated examples of ``task``: malformed rows are skipped with a warning naming the row.
+
+    ``source`` is a local file (``.jsonl``, ``.json``, ``.csv``, ``.parquet``) or a hub dataset id;
+    ``None`` means the task's default hub id. Hub access needs network (not available offline).
+    """
+    source = source or getattr(task, "hf_id", None)
+    if source is None:
+        raise ValueError(
+            f"task {task.name!r} has no default dataset; pass source=<path.jsonl|csv|parquet or hub id>"
+        )
+    path = Path(source).expanduser()
+    if path.suffix in LOCAL_SUFFIXES or path.exists():
+        if not path.exists():
+            raise FileNotFoundError(f"{task.name}: data file {path} does not exist")
+        rows = _read_local(path)
+        origin = str(path)
+    else:
+        rows = _read_hub(source, getattr(task, "hf_config", None), split)
+        origin = f"{source}[{split}]"
+    checked = (_reject_errors(r) for r in rows)
+    examples = []
+    for example in task.validate_rows(checked, origin):
+        examples.append(example)
+        if limit is not None and len(examples) >= limit:
+            break
+    return examples
+
+
+def _reject_errors(row: dict[str, Any]) -> dict[str, Any]:
+    if "__error__" in row:
+        return {"__error__": row["__error__"]}  # fails validation with its message below
+    return row

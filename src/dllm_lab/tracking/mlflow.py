@@ -1,0 +1,106 @@
+"""MLflow tracking: one logger factory, run tags, config logging and artifacts.
+
+The default store is ``sqlite:///<project>/mlflow.db`` with artifacts in ``<project>/mlartifacts``;
+``MLFLOW_TRACKING_URI=http://host:5000`` sends everything to a team server instead. MLflow's
+``./mlruns`` file store is refused by current MLflow and never used here.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import MLFlowLogger
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_\-./ ]")
+
+
+def safe_metric_name(name: str) -> str:
+    """MLflow accepts ``[A-Za-z0-9_-./ ]``: ``pass@1`` -> ``pass_at_1``, other characters -> ``_``."""
+    return _UNSAFE.sub("_", name.replace("@", "_at_"))
+
+
+def git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def make_mlflow_logger(
+    tracking_uri: str,
+    experiment_name: str,
+    run_name: str | None,
+    root: Path,
+    tags: dict[str, Any] | None = None,
+    artifact_location: str | None = None,
+    run_id: str | None = None,
+) -> MLFlowLogger:
+    """An MLFlowLogger (rank 0 creates the run; other ranks get a no-op experiment)."""
+    if tracking_uri.startswith("file:") or (
+        "://" not in tracking_uri and not tracking_uri.startswith("databricks")
+    ):
+        raise ValueError(
+            f"logger.tracking_uri={tracking_uri!r}: MLflow's file store is not supported; use "
+            "sqlite:///<path>/mlflow.db or a server http://host:port"
+        )
+    if artifact_location is None and tracking_uri.startswith("sqlite:"):
+        artifact_location = (root / "mlartifacts").as_uri()
+    all_tags = {"git_commit": git_commit(root), **{k: str(v) for k, v in (tags or {}).items()}}
+    return MLFlowLogger(
+        experiment_name=experiment_name,
+        run_name=run_name,
+        tracking_uri=tracking_uri,
+        tags=all_tags,
+        artifact_location=artifact_location,
+        run_id=run_id,
+        log_model=False,
+    )
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def log_config(logger: MLFlowLogger, config: dict[str, Any], yaml_text: str) -> None:
+    """Flattened params (``model.name_or_path`` ...) and the full resolved YAML as ``config.yaml``."""
+    params = {k: ("null" if v is None else str(v)[:6000]) for k, v in flatten(config).items()}
+    logger.log_hyperparams(params)
+    log_text(logger, yaml_text, "config.yaml")
+
+
+def log_text(logger: MLFlowLogger, text: str, artifact_file: str) -> None:
+    logger.experiment.log_text(logger.run_id, text, artifact_file)
+
+
+def log_file(logger: MLFlowLogger, path: str | Path, artifact_path: str | None = None) -> None:
+    logger.experiment.log_artifact(logger.run_id, str(path), artifact_path)
+
+
+def log_table(logger: MLFlowLogger, rows: list[dict[str, Any]], artifact_file: str) -> None:
+    """Rows as a JSON table artifact (readable by ``mlflow.load_table``) or ``.jsonl``/``.csv``."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    if artifact_file.endswith(".json"):
+        logger.experiment.log_table(logger.run_id, data=frame, artifact_file=artifact_file)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        if artifact_file.endswith(".csv"):
+            frame.to_csv(path, index=False)
+        else:
+            frame.to_json(path, orient="records", lines=True)
+        parent = str(Path(artifact_file).parent)
+        logger.experiment.log_artifact(logger.run_id, str(path), None if parent == "." else parent)

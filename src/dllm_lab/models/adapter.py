@@ -85,6 +85,11 @@ class DiffusionLM(nn.Module):
         # Dream expects a (B, 1, N, N) boolean mask and position ids that skip the left padding.
         m = attention_mask.bool()
         mask4d = m[:, None, None, :] & m[:, None, :, None]
+        # A padding query would attend to nothing: a fully masked row, which memory-efficient SDPA kernels
+        # turn into NaN (and NaN leaks through the shift into the first real position). Let every position
+        # attend to itself; real queries still never see a padding key.
+        eye = torch.eye(m.shape[1], dtype=torch.bool, device=m.device)
+        mask4d = mask4d | eye[None, None]
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         return self.model(input_ids, attention_mask=mask4d, position_ids=position_ids).logits
 
@@ -174,9 +179,7 @@ def load_model(
 
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
     auto_cls = AutoModelForMaskedLM if family == "masked_lm" else AutoModel
-    model = auto_cls.from_pretrained(
-        source, trust_remote_code=trust_remote_code, dtype=torch_dtype, **model_kwargs
-    )
+    model = auto_cls.from_pretrained(source, trust_remote_code=trust_remote_code, dtype=torch_dtype, **model_kwargs)
     model.eval()
 
     eot: tuple[int, ...] = ()
@@ -185,8 +188,11 @@ def load_model(
         eos_token_ids = eos_token_ids or (LLADA_EOS_ID,)
         eot = (LLADA_EOT_ID,)
     elif family == "dream":
-        mask_token_id = mask_token_id if mask_token_id is not None else (tokenizer.mask_token_id or DREAM_MASK_ID)
-        eos_token_ids = eos_token_ids or (tokenizer.eos_token_id or DREAM_EOS_ID,)
+        # explicit None checks: a token id of 0 is a valid id, not a missing one
+        if mask_token_id is None:
+            mask_token_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else DREAM_MASK_ID
+        if not eos_token_ids:
+            eos_token_ids = (tokenizer.eos_token_id if tokenizer.eos_token_id is not None else DREAM_EOS_ID,)
     else:
         mask_token_id = mask_token_id if mask_token_id is not None else tokenizer.mask_token_id
         if mask_token_id is None:
@@ -198,8 +204,39 @@ def load_model(
         if eos_token_ids is None and eos is None:
             raise ValueError(f"the tokenizer of {name_or_path} has no EOS token; pass eos_token_ids=[...]")
         eos_token_ids = eos_token_ids or (eos,)
+    _check_token_ids(model, name_or_path, mask_token_id, tuple(eos_token_ids) + eot)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_token_ids[0]
     lm = DiffusionLM(model, tokenizer, family, mask_token_id, tuple(eos_token_ids), eot, pad)
     if device is not None:
         lm.to(device)
     return lm
+
+
+def _vocab_size(model: nn.Module) -> int | None:
+    try:
+        emb = model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):
+        emb = None
+    if isinstance(emb, nn.Embedding):
+        return int(emb.num_embeddings)
+    value = getattr(getattr(model, "config", None), "vocab_size", None)
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def _check_token_ids(model: nn.Module, name: str | Path, mask_token_id: int, end_ids: tuple[int, ...]) -> None:
+    """Fail at load time, not with an index error deep in a decoding loop, when a special id is not a
+    token of the model (e.g. LLaDA's fixed ids on a model with another vocabulary)."""
+    vocab = _vocab_size(model)
+    if vocab is None:
+        return
+    if not 0 <= int(mask_token_id) < vocab:
+        raise ValueError(
+            f"mask_token_id={mask_token_id} is not a token of {name} (vocabulary size {vocab}); pass "
+            "mask_token_id=<id> (Hydra: model.mask_token_id=<id>) or the right model.family"
+        )
+    bad = [i for i in end_ids if not 0 <= int(i) < vocab]
+    if bad:
+        raise ValueError(
+            f"end-of-sequence ids {bad} are not tokens of {name} (vocabulary size {vocab}); pass "
+            "eos_token_ids=[...] (Hydra: model.eos_token_ids=[...]) or the right model.family"
+        )

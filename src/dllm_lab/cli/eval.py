@@ -1,0 +1,21 @@
+"""``dllm-eval`` / ``python -m dllm_lab.cli.eval experiment=<name> [overrides]``."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from dllm_lab.paths import config_dir, ensure_root_env
+
+ensure_root_env()
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
+def main(cfg: DictConfig) -> None:
+    from dllm_lab.evaluation.run import run_eval
+
+    run_eval(cfg)
+
+
+if __name__ == "__main__":
+    main()

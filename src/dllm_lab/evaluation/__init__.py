@@ -1,0 +1,1 @@
+"""Evaluation: decode task prompts, score them, log accuracy / NFE / tokens-per-second."""

@@ -18,6 +18,11 @@ def validate_config(cfg: DictConfig, stage: str) -> None:
     """Check values Hydra's struct mode cannot (ranges, consistency) before anything is built."""
     from dllm_lab.tasks import TASKS
 
+    entry = cfg.get("entry", stage)
+    _check(
+        entry == stage,
+        f"this config is for dllm-{entry} (python -m dllm_lab.cli.{entry}), not dllm-{stage}",
+    )
     data = cfg.data
     for name in data.tasks:
         _check(name in TASKS, f"data.tasks: unknown task {name!r}; available: {sorted(TASKS)}")

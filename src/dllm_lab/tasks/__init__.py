@@ -1,4 +1,4 @@
-"""Tasks: prompts, answer parsers, equivalence, correctness and rewards, one module per benchmark.
+r"""Tasks: prompts, answer parsers, equivalence, correctness and rewards, one module per benchmark.
 
 >>> task = get_task("countdown")
 >>> task.is_correct("<answer>\\boxed{100-93+16}</answer>", {"numbers": [16, 93, 100], "target": 23})

@@ -65,19 +65,39 @@ def extract_answer_text(text: str) -> str | None:
 
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+_NUM = r"-?\d+(?:\.\d+)?"
+# \frac{3}{4}, \dfrac{3}{4} and a plain 3/4 (not part of a date like 1/2/2020)
+_LATEX_FRAC = re.compile(rf"\\[dt]?frac\s*\{{\s*({_NUM})\s*\}}\s*\{{\s*({_NUM})\s*\}}")
+_SLASH_FRAC = re.compile(rf"(?<![\d./])({_NUM})\s*/\s*(\d+(?:\.\d+)?)(?![\d./])")
+
+
+def _fraction_value(match: re.Match[str]) -> str:
+    num, den = float(match.group(1)), float(match.group(2))
+    return f"{num / den:.12f}" if den else match.group(0)  # fixed point: _NUMBER has no exponents
 
 
 def parse_number(text: str | None) -> float | None:
-    """The last number in ``text`` (thousands separators and ``$`` ignored), or ``None``."""
+    """The last number in ``text`` (thousands separators and ``$`` ignored), or ``None``.
+
+    Simple fractions count as their value: ``\\frac{1}{4}`` and ``1/4`` are 0.25, not 4.
+    """
     if text is None:
         return None
-    found = _NUMBER.findall(text.replace("$", ""))
+    text = text.replace("$", "")
+    text = _LATEX_FRAC.sub(_fraction_value, text)
+    text = _SLASH_FRAC.sub(_fraction_value, text)
+    found = _NUMBER.findall(text)
     if not found:
         return None
     try:
         return float(found[-1].replace(",", ""))
     except ValueError:
         return None
+
+
+def format_number(value: float) -> str:
+    """``27.0`` -> ``"27"``, ``0.5`` -> ``"0.5"``: the canonical text of a numeric answer."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def numbers_equal(a: float | None, b: float | None, tol: float = 1e-6) -> bool:
@@ -163,12 +183,19 @@ class Task:
         return dict(row)
 
     def validate_rows(self, rows: Iterable[dict[str, Any]], origin: str) -> Iterator[Example]:
-        """Normalise rows, skipping malformed ones with a warning; raise if none is valid."""
+        """Normalise rows, skipping malformed ones with a warning; raise if none is valid.
+
+        Warnings name the row by its 1-based position among the data rows of ``origin``.
+        """
         kept = skipped = 0
-        for i, row in enumerate(rows):
+        for i, row in enumerate(rows, 1):
             try:
+                if not isinstance(row, dict):
+                    raise TypeError(f"expected an object with fields, got {type(row).__name__}")
+                if "__error__" in row:  # a reader could not decode this row (e.g. invalid JSON)
+                    raise ValueError(row["__error__"])
                 example = self.normalize(row)
-            except (ValueError, KeyError, TypeError) as err:
+            except (ValueError, KeyError, TypeError, AttributeError) as err:
                 skipped += 1
                 log.warning("%s: skipping row %d of %s: %s", self.name, i, origin, err)
                 continue

@@ -18,17 +18,21 @@ _SHAPES: list[tuple[str, float]] = [
 
 
 def _steps(shape: str, a: int, b: int, c: int) -> list[str]:
-    """Two equations that compute the shape left to right, e.g. ``100-93=7`` then ``30-7=23``."""
+    """Two equations that compute the shape, e.g. ``100-93=7`` then ``30-7=23``.
+
+    A negative intermediate is parenthesised when reused (``74-(-15)=89``, not ``74--15=89``).
+    """
     inner_first = "(" in shape and shape.index("(") > 0  # a op (b op c)
     fmt = lambda v: str(int(v)) if float(v).is_integer() else f"{v:g}"  # noqa: E731
+    operand = lambda v: f"({fmt(v)})" if v < 0 else fmt(v)  # noqa: E731
     ops = [ch for ch in shape if ch in "+-*/"]
     if inner_first:
         first = safe_arith_eval(f"{b}{ops[1]}{c}")
-        second = safe_arith_eval(f"{a}{ops[0]}{first}")
-        return [f"{b}{ops[1]}{c}={fmt(first)}", f"{a}{ops[0]}{fmt(first)}={fmt(second)}"]
+        second = safe_arith_eval(f"{a}{ops[0]}{operand(first)}")
+        return [f"{b}{ops[1]}{c}={fmt(first)}", f"{a}{ops[0]}{operand(first)}={fmt(second)}"]
     first = safe_arith_eval(f"{a}{ops[0]}{b}")
-    second = safe_arith_eval(f"{fmt(first)}{ops[1]}{c}")
-    return [f"{a}{ops[0]}{b}={fmt(first)}", f"{fmt(first)}{ops[1]}{c}={fmt(second)}"]
+    second = safe_arith_eval(f"{operand(first)}{ops[1]}{c}")
+    return [f"{a}{ops[0]}{b}={fmt(first)}", f"{operand(first)}{ops[1]}{c}={fmt(second)}"]
 
 
 class Countdown(Task):
@@ -55,6 +59,8 @@ class Countdown(Task):
                 row["target"] = row.get("output")
             elif "nums" in row:
                 row["numbers"] = list(row["nums"])
+        if isinstance(row.get("numbers"), str):  # e.g. a csv cell "30,100,93"
+            row["numbers"] = row["numbers"].replace(",", " ").split()
         if row.get("numbers") in (None, []) or row.get("target") in (None, ""):
             raise ValueError("missing field(s) numbers/target (or d1 'input'/'output')")
         row["numbers"] = [int(x) for x in row["numbers"]]
@@ -79,7 +85,12 @@ class Countdown(Task):
         return a is not None and b is not None and str(a) == str(b)
 
     def _value(self, expression: str, example: Example) -> float | None:
-        if sorted(expression_numbers(expression)) != sorted(example["numbers"]):
+        """Value of ``expression`` if it uses exactly the given numbers, each once; else ``None``.
+
+        Every literal counts, so ``(2+3)*5/2.5`` over 2, 3, 5 is rejected: 2.5 was not given.
+        """
+        literals = expression_numbers(expression)
+        if any(type(x) is not int for x in literals) or sorted(literals) != sorted(example["numbers"]):
             return None
         try:
             return safe_arith_eval(expression)

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from dllm_lab.tasks.base import Example, Task, format_completion, parse_number
+from dllm_lab.tasks.base import Example, Task, format_completion, format_number
+
+_PLAIN_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def _plain_number(text: str) -> str | None:
+    """``" $1,234 "`` -> ``"1234"``; ``None`` unless the text is a single number."""
+    cleaned = text.strip().replace(",", "").replace("$", "").strip()
+    return cleaned if _PLAIN_NUMBER.fullmatch(cleaned) else None
 
 
 class GSM8K(Task):
@@ -16,11 +25,16 @@ class GSM8K(Task):
     def normalize(self, row: dict[str, Any]) -> Example:
         example = super().normalize(row)
         raw = str(example["answer"])
-        reasoning, _, final = raw.rpartition("####")
-        if parse_number(final) is None:
-            raise ValueError(f"answer {raw[-40:]!r} has no number after '####'")
-        example["reasoning"] = reasoning.strip()
-        example["answer"] = final.strip().replace(",", "")
+        if "####" in raw:  # the hub format: worked solution, then "#### 72"
+            reasoning, _, final = raw.rpartition("####")
+            example["reasoning"] = reasoning.strip()
+        else:  # already normalised (e.g. re-read from an exported jsonl): keep its reasoning
+            final = raw
+            example["reasoning"] = str(example.get("reasoning") or "")
+        answer = _plain_number(final)
+        if answer is None:
+            raise ValueError(f"answer {raw[-40:]!r} is not a number (nor a solution ending '#### <number>')")
+        example["answer"] = answer
         return example
 
     def reference_completion(self, example: Example) -> str:
@@ -34,12 +48,14 @@ class SVAMP(Task):
 
     def normalize(self, row: dict[str, Any]) -> Example:
         row = dict(row)
-        if "question" not in row and "Question" in row:
-            body = str(row.get("Body", "")).strip()
-            row["question"] = f"{body} {row['Question']}".strip() if body else row["Question"]
+        if "question" not in row and str(row.get("Question") or "").strip():  # no Question: malformed
+            body = str(row.get("Body") or "").strip()
+            row["question"] = f"{body} {str(row['Question']).strip()}".strip()
         if "answer" not in row and "Answer" in row:
             row["answer"] = row["Answer"]
         example = super().normalize(row)
-        if parse_number(str(example["answer"])) is None:
+        plain = _plain_number(str(example["answer"]))
+        if plain is None:
             raise ValueError(f"answer {example['answer']!r} is not numeric")
+        example["answer"] = format_number(float(plain))  # the hub stores floats: 27.0 -> "27"
         return example

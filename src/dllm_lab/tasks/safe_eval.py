@@ -54,19 +54,27 @@ def safe_arith_eval(expression: str) -> float:
         raise UnsafeExpression("powers are not allowed")
     try:
         tree = ast.parse(text, mode="eval")
-    except (SyntaxError, ValueError, RecursionError) as err:
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as err:
         raise UnsafeExpression(f"not an expression: {err}") from None
     return _walk(tree.body, 0)
 
 
-def expression_numbers(expression: str) -> list[int]:
-    """Integer literals of an expression in order of appearance (``[]`` if it does not parse)."""
-    try:
-        tree = ast.parse(expression.replace("×", "*").replace("÷", "/").replace("−", "-"), mode="eval")
-    except (SyntaxError, ValueError, RecursionError):
+def expression_numbers(expression: str) -> list[int | float]:
+    """Numeric literals of an expression in order of appearance (``[]`` if it does not parse).
+
+    Integer literals come back as ``int``, others (``2.5``, ``1e3``) as ``float``, so that a caller
+    checking "each given number used once" also sees a literal the expression smuggled in.
+    """
+    if len(expression) > MAX_CHARS:
         return []
-    return [
-        int(n.value)
-        for n in ast.walk(tree)
-        if isinstance(n, ast.Constant) and type(n.value) is int
+    text = expression.replace("×", "*").replace("÷", "/").replace("−", "-")
+    try:
+        tree = ast.parse(text, mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return []
+    literals = [
+        n for n in ast.walk(tree) if isinstance(n, ast.Constant) and type(n.value) in (int, float)
     ]
+    # ast.walk is breadth-first; sort by source position for the documented order
+    literals.sort(key=lambda n: (n.lineno, n.col_offset))
+    return [n.value for n in literals]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,12 +44,17 @@ def _read_hub(hf_id: str, config: str | None, split: str) -> Iterator[dict[str, 
     yield from datasets.load_dataset(hf_id, config, split=split)
 
 
-def load_examples(task: Task, split: str = "test", source: str | None = None, limit: int | None = None) -> list[Example]:
+def load_examples(
+    task: Task, split: str = "test", source: str | None = None, limit: int | None = None
+) -> list[Example]:
     """Validated examples of ``task``: malformed rows are skipped with a warning naming the row.
 
     ``source`` is a local file (``.jsonl``, ``.json``, ``.csv``, ``.parquet``) or a hub dataset id;
     ``None`` means the task's default hub id. Hub access needs network (not available offline).
+    ``limit`` keeps the first ``limit`` valid examples (``None``: all).
     """
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit={limit} must be >= 0 (or None for all rows)")
     source = source or getattr(task, "hf_id", None)
     if source is None:
         raise ValueError(
@@ -63,16 +69,5 @@ def load_examples(task: Task, split: str = "test", source: str | None = None, li
     else:
         rows = _read_hub(source, getattr(task, "hf_config", None), split)
         origin = f"{source}[{split}]"
-    checked = (_reject_errors(r) for r in rows)
-    examples = []
-    for example in task.validate_rows(checked, origin):
-        examples.append(example)
-        if limit is not None and len(examples) >= limit:
-            break
-    return examples
-
-
-def _reject_errors(row: dict[str, Any]) -> dict[str, Any]:
-    if "__error__" in row:
-        return {"__error__": row["__error__"]}  # fails validation with its message below
-    return row
+    # rows the reader could not decode arrive as {"__error__": why}; validate_rows skips them by name
+    return list(itertools.islice(task.validate_rows(rows, origin), limit))

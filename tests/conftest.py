@@ -36,7 +36,7 @@ def compose_config(config_name: str, overrides: list[str], output_dir: Path) -> 
         cfg.paths.output_dir = str(output_dir)
         cfg.paths.log_dir = str(output_dir / "logs")
         artifacts = output_dir / "mlartifacts"
-        if cfg.logger.get("tracking_uri", "").startswith("sqlite:"):
+        if (cfg.logger.get("tracking_uri") or "").startswith("sqlite:"):
             cfg.logger.artifact_location = artifacts.as_uri()
         del cfg.hydra
     return cfg

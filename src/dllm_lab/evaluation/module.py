@@ -6,7 +6,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from torchmetrics import SumMetric
 
 from dllm_lab.decoding import DecodeConfig, SpeedMeter, decode
 from dllm_lab.models.adapter import DiffusionLM
@@ -18,9 +17,11 @@ _COUNTERS = ("correct", "parsed", "samples", "nfe", "tokens", "wall_s")
 class EvalModule(L.LightningModule):
     """Test/predict loop over the DataModule's per-task prompt loaders (one loader per task).
 
-    Counters are sum-reduced torchmetrics, so accuracy under DDP equals the single-process value.
-    Per-sample predictions (prompt, output, parsed answer, correct, NFE) are gathered to rank 0 in
-    ``self.predictions``; the caller logs them as artifacts.
+    Counters are sums all-reduced across ranks once per epoch, and the DataModule shards the prompts
+    without padding duplicates, so accuracy under DDP equals the single-process value.
+    Per-sample predictions (prompt, output, parsed answer, correct, NFE) are gathered from all ranks
+    and logged by rank 0 as MLflow artifacts together with the results table. Logging happens here,
+    not in the caller, so it also works under ``ddp_spawn`` where the caller's module stays empty.
     """
 
     def __init__(self, lm: DiffusionLM, decode_config: DecodeConfig, task_names: list[str], prompt_style: str) -> None:
@@ -29,11 +30,17 @@ class EvalModule(L.LightningModule):
         self.decode_config = decode_config
         self.task_names = list(task_names)
         self.tasks = {n: get_task(n, prompt_style=prompt_style) for n in self.task_names}
-        self.counters = torch.nn.ModuleDict(
-            {n: torch.nn.ModuleDict({c: SumMetric() for c in _COUNTERS}) for n in self.task_names}
-        )
+        self.counters: dict[str, torch.Tensor] = {}
         self.predictions: list[dict[str, Any]] = []
         self.results: dict[str, dict[str, float]] = {}
+
+    def on_test_epoch_start(self) -> None:
+        # Per task, the sums in _COUNTERS order, all-reduced across ranks at epoch end. Created here, in
+        # each process: tensors made in __init__ would be shared memory between ddp_spawn workers.
+        self.counters = {n: torch.zeros(len(_COUNTERS), dtype=torch.float64) for n in self.task_names}
+        self.predictions = []
+
+    on_predict_epoch_start = on_test_epoch_start
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         name = batch["tasks"][0]
@@ -42,13 +49,11 @@ class EvalModule(L.LightningModule):
         out = decode(self.lm, batch["prompt_ids"], self.decode_config, [speed], batch["attention_mask"])
         answers = [task.parse_answer(text) for text in out.texts]
         correct = [task.answer_is_correct(a, ex) for a, ex in zip(answers, batch["examples"], strict=True)]
-        c = self.counters[name]
-        c["correct"].update(float(sum(correct)))
-        c["parsed"].update(float(sum(a is not None for a in answers)))
-        c["samples"].update(float(len(correct)))
-        c["nfe"].update(float(out.nfe * len(correct)))
-        c["tokens"].update(float(out.sequences.numel()))
-        c["wall_s"].update(speed_wall(out))
+        self.counters[name] += torch.tensor(
+            [sum(correct), sum(a is not None for a in answers), len(correct), out.nfe * len(correct),
+             out.sequences.numel(), out.extras["speed"]["wall_s"]],
+            dtype=torch.float64,
+        )
         for prompt, text, answer, ok in zip(batch["prompts"], out.texts, answers, correct, strict=True):
             self.predictions.append(
                 {"task": name, "prompt": prompt, "output": text, "parsed": None if answer is None else str(answer),
@@ -60,7 +65,7 @@ class EvalModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         metrics: dict[str, float] = {}
         for name in self.task_names:
-            totals = {k: float(m.compute()) for k, m in self.counters[name].items()}
+            totals = dict(zip(_COUNTERS, _all_reduce_sum(self.counters[name]).tolist(), strict=True))
             n = max(totals["samples"], 1.0)
             row = {
                 "accuracy": totals["correct"] / n,
@@ -71,14 +76,31 @@ class EvalModule(L.LightningModule):
             }
             self.results[name] = row
             metrics.update({f"eval/{name}/{k}": v for k, v in row.items()})
-            for m in self.counters[name].values():
-                m.reset()
         self.log_dict(metrics, rank_zero_only=True)
         self.predictions = _gather(self.predictions)
+        if self.trainer.is_global_zero and self.logger is not None and hasattr(self.logger, "run_id"):
+            self.log_artifacts(self.logger)
+
+    def log_artifacts(self, logger) -> None:
+        """The results table (``results.md``, ``results.json``) and per-task predictions (jsonl)."""
+        from dllm_lab.evaluation.report import format_table
+        from dllm_lab.tracking import log_table, log_text
+
+        log_text(logger, format_table(self.results) + "\n", "results.md")
+        log_table(logger, [{"task": t, **r} for t, r in self.results.items()], "results.json")
+        for name in self.task_names:
+            rows = [p for p in self.predictions if p["task"] == name]
+            log_table(logger, rows, f"predictions/{name}.jsonl")
 
 
-def speed_wall(out) -> float:
-    return float(out.extras["speed"]["wall_s"])
+def _all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks (gloo and NCCL both take a float64 tensor on the right device)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return values
+    device = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
+    reduced = values.to(device)
+    torch.distributed.all_reduce(reduced)
+    return reduced.cpu()
 
 
 def _gather(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -7,30 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from dllm_lab.config import validate_config
 from dllm_lab.data import TaskDataModule
 from dllm_lab.decoding import DecodeConfig
 from dllm_lab.evaluation.module import EvalModule
+from dllm_lab.evaluation.report import format_table, results_from_metrics
 from dllm_lab.factory import build_datamodule, build_logger, build_model, build_trainer
 from dllm_lab.models.adapter import DiffusionLM
 from dllm_lab.paths import project_root
-from dllm_lab.tracking import log_table, log_text
 
 log = logging.getLogger(__name__)
-
-
-def format_table(results: dict[str, dict[str, float]]) -> str:
-    """A Markdown results table: task, samples, accuracy, parse rate, NFE, generated tokens/s."""
-    lines = ["| task | samples | accuracy | parsed | NFE | tokens/s |", "|---|---:|---:|---:|---:|---:|"]
-    for name, r in results.items():
-        lines.append(
-            f"| {name} | {int(r['samples'])} | {r['accuracy']:.3f} | {r['parse_rate']:.3f} | "
-            f"{r['nfe']:.1f} | {r['tokens_per_s']:.0f} |"
-        )
-    return "\n".join(lines)
 
 
 def evaluate(cfg: DictConfig, lm: DiffusionLM, datamodule: TaskDataModule, logger, root: Path) -> dict[str, Any]:
@@ -40,28 +28,24 @@ def evaluate(cfg: DictConfig, lm: DiffusionLM, datamodule: TaskDataModule, logge
     trainer_cfg = cfg.trainer.copy()
     trainer = build_trainer(trainer_cfg, logger, [], str(Path(cfg.paths.output_dir)))
     trainer.test(module, datamodule=datamodule, verbose=False)
-    table = format_table(module.results)
-    _report(logger, module, table, trainer.is_global_zero, cfg)
-    return {f"eval/{t}/{k}": v for t, row in module.results.items() for k, v in row.items()} | {"table": table}
+    # Read results back from the logged metrics: under ddp_spawn the module here was never run.
+    results = results_from_metrics(trainer.callback_metrics, datamodule.eval_task_names)
+    table = format_table(results)
+    if trainer.is_global_zero and cfg.get("print_table", True):
+        _print_summary(table, logger, cfg)
+    return {f"eval/{t}/{k}": v for t, row in results.items() for k, v in row.items()} | {"table": table}
 
 
-@rank_zero_only
-def _report(logger, module: EvalModule, table: str, is_zero: bool, cfg: DictConfig) -> None:
-    if logger is not None:
-        log_text(logger, table + "\n", "results.md")
-        log_table(logger, [{"task": t, **r} for t, r in module.results.items()], "results.json")
-        for name in module.task_names:
-            rows = [p for p in module.predictions if p["task"] == name]
-            log_table(logger, rows, f"predictions/{name}.jsonl")
-    if cfg.get("print_table", True):
-        print("\n" + table)
-        if logger is not None:
-            uri = cfg.logger.tracking_uri
-            print(f"\nMLflow run {logger.run_id} in experiment '{cfg.logger.experiment_name}'.")
-            if uri.startswith("sqlite:"):
-                print(f"Open the UI with:  mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)")
-            else:
-                print(f"Open {uri} in a browser.")
+def _print_summary(table: str, logger, cfg: DictConfig) -> None:
+    print("\n" + table)
+    if logger is None:
+        return
+    uri = cfg.logger.tracking_uri
+    print(f"\nMLflow run {logger.run_id} in experiment '{cfg.logger.experiment_name}'.")
+    if uri.startswith("sqlite:"):
+        print(f"Open the UI with:  mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)")
+    else:
+        print(f"Open {uri} in a browser.")
 
 
 def run_eval(cfg: DictConfig) -> dict[str, Any]:

@@ -15,11 +15,12 @@ from typing import Any
 
 from lightning.pytorch.loggers import MLFlowLogger
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_\-./ ]")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_\-./]")
 
 
 def safe_metric_name(name: str) -> str:
-    """MLflow accepts ``[A-Za-z0-9_-./ ]``: ``pass@1`` -> ``pass_at_1``, other characters -> ``_``."""
+    """Names in ``[A-Za-z0-9_/.-]`` (portable across MLflow stores and UIs): ``pass@1`` -> ``pass_at_1``,
+    anything else (spaces included) -> ``_``."""
     return _UNSAFE.sub("_", name.replace("@", "_at_"))
 
 

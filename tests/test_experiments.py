@@ -1,0 +1,97 @@
+"""Every experiment config composes and runs with fast-dev settings; bad overrides fail at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError
+
+from dllm_lab.config import ConfigError
+from dllm_lab.evaluation.run import run_eval
+from dllm_lab.paths import config_dir
+from dllm_lab.training.run import run_train
+
+EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
+TINY_INIT = [
+    "model.init.hidden_size=32", "model.init.num_layers=1", "model.init.num_heads=1",
+    "model.init.intermediate_size=64", "model.init.corpus_examples=50",
+]
+FAST = [
+    "data.num_eval=4", "data.eval_batch_size=4", "data.batch_size=4", "data.num_val_batches=1",
+    "data.min_response_length=0", "data.long_response_prob=0.0",
+    "decoder.gen_length=16", "decoder.block_length=8", "decoder.steps=8",
+]
+
+
+def entry_of(name: str) -> str:
+    return yaml.safe_load((config_dir() / "experiment" / f"{name}.yaml").read_text()).get("entry", "train")
+
+
+def test_every_experiment_declares_its_entry_point():
+    assert EXPERIMENTS, "no experiment configs found"
+    for name in EXPERIMENTS:
+        assert entry_of(name) in ("train", "eval"), f"{name}: set `entry: train` or `entry: eval`"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_runs_fast_dev(name, compose_cfg, tmp_path):
+    entry = entry_of(name)
+    cfg = compose_cfg(entry, [f"experiment={name}"])
+    overrides = [f"experiment={name}", *FAST, "logger=none"]
+    if cfg.model.get("init"):
+        overrides += TINY_INIT
+    if entry == "train":
+        overrides += ["trainer.fast_dev_run=true", f"export_dir={tmp_path}/export"]
+        metrics = run_train(compose_cfg("train", overrides))
+        assert metrics["train/loss"] > 0
+    else:
+        metrics = run_eval(compose_cfg("eval", overrides))
+    accuracies = [v for k, v in metrics.items() if k.endswith("/accuracy")]
+    assert accuracies and all(0.0 <= a <= 1.0 for a in accuracies)
+
+
+def test_typo_in_an_override_names_the_key(compose_cfg):
+    with pytest.raises(ConfigCompositionException, match="max_step"):
+        compose_cfg("train", ["trainer.max_step=5"])
+
+
+def test_unknown_group_option_lists_the_choices(compose_cfg):
+    with pytest.raises(ConfigCompositionException, match="semi_ar"):
+        compose_cfg("eval", ["decoder=semi_autoregressive"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["decoder.block_length=24"], r"decoder\.block_length"),
+        (["decoder.steps=3"], r"decoder\.steps"),
+        (["data.tasks=[arith,gsm9k]", "data.weights=[1,1]"], r"unknown task 'gsm9k'"),
+        (["data.weights=[1.0]"], r"data\.weights"),
+        (["data.batch_size=0"], r"data\.batch_size"),
+        (["algo.lr=-1"], r"algo\.lr"),
+    ],
+)
+def test_impossible_values_fail_before_building_anything(compose_cfg, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        run_train(compose_cfg("train", [*overrides, "logger=none"]))
+
+
+def test_experiment_for_the_other_entry_point_is_refused(compose_cfg):
+    with pytest.raises(ConfigError, match="dllm-eval"):
+        run_train(compose_cfg("train", ["experiment=quickstart", "logger=none"]))
+
+
+def test_decoder_key_typo_is_refused(compose_cfg):
+    with pytest.raises((ConfigCompositionException, ConfigKeyError), match="gen_len"):
+        compose_cfg("eval", ["decoder.gen_len=16"])
+
+
+def test_no_absolute_paths_in_configs():
+    for path in Path(config_dir()).rglob("*.yaml"):
+        for line in path.read_text().splitlines():
+            value = line.split(":", 1)[-1].strip()
+            assert not value.startswith("/"), f"{path}: absolute path {value!r}; use ${{paths.root_dir}}"

@@ -32,7 +32,8 @@ def test_ddp_eval_matches_single_process(compose_cfg, tiny_model_dir, tmp_path):
             assert ddp[f"eval/{task}/{metric}"] == pytest.approx(single[f"eval/{task}/{metric}"])
 
     client = mlflow.MlflowClient()
-    runs = {r.info.run_name: r for r in client.search_runs(client.get_experiment_by_name("dllm-lab/eval").experiment_id)}
+    experiment = client.get_experiment_by_name("dllm-lab/eval")
+    runs = {r.info.run_name: r for r in client.search_runs(experiment.experiment_id)}
     assert set(runs) == {"single", "ddp"}, "DDP must create exactly one run"
     for task in ("arith", "sudoku4"):
         a = _predictions(client, runs["single"].info.run_id, task, tmp_path / "a")

@@ -201,8 +201,9 @@ class TaskDataModule(L.LightningDataModule):
 
     # -- exact resume ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        # Checkpoints are written after an optimizer step, so every batch up to it has been consumed.
         trainer = getattr(self, "trainer", None)
-        seen = trainer.fit_loop.epoch_loop.batch_progress.total.completed if trainer is not None else 0
+        seen = trainer.global_step * trainer.accumulate_grad_batches if trainer is not None else 0
         return {"batches_seen": int(seen)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

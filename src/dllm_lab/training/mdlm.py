@@ -39,7 +39,7 @@ class MDLMModule(L.LightningModule):
         run_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["lm"])
+        self.save_hyperparameters(ignore=["lm"], logger=False)  # the entry point logs the config itself
         self.lm = lm
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,96 @@
+"""The SFT stream (determinism, rank sharding, resume) and the masked-diffusion noising collator."""
+
+from __future__ import annotations
+
+import torch
+
+from dllm_lab.data import SFTCollator, TaskMixtureStream, left_pad
+from dllm_lab.data.collate import sample_mask_prob
+from dllm_lab.tasks import get_task
+
+TASKS = [get_task(n, prompt_style="compact") for n in ("arith", "countdown", "sudoku4")]
+
+
+def stream(tiny_lm, seed=0, batch_size=4, exclude=None):
+    collator = SFTCollator(tiny_lm.mask_token_id, tiny_lm.pad_token_id, seed=seed)
+    return TaskMixtureStream(TASKS, [1, 1, 1], tiny_lm.chat, collator, batch_size, seed, exclude)
+
+
+def take(iterable, n):
+    it = iter(iterable)
+    return [next(it) for _ in range(n)]
+
+
+def test_stream_is_deterministic_and_seed_dependent(tiny_lm):
+    a, b, c = take(stream(tiny_lm), 3), take(stream(tiny_lm), 3), take(stream(tiny_lm, seed=1), 3)
+    for x, y in zip(a, b, strict=True):
+        assert all(torch.equal(x[k], y[k]) for k in x)
+    assert not torch.equal(a[0]["labels"], c[0]["labels"])
+
+
+def test_ranks_get_disjoint_batches_that_cover_the_single_process_stream(tiny_lm, monkeypatch):
+    import dllm_lab.data.datamodule as dm
+
+    single = take(stream(tiny_lm), 4)
+    per_rank = []
+    for rank in range(2):
+        monkeypatch.setattr(dm, "_rank_world", lambda r=rank: (r, 2))
+        per_rank.append(take(stream(tiny_lm), 2))
+    # global batch j*W + r: rank 0 takes 0, 2; rank 1 takes 1, 3
+    interleaved = [per_rank[0][0], per_rank[1][0], per_rank[0][1], per_rank[1][1]]
+    for x, y in zip(single, interleaved, strict=True):
+        assert torch.equal(x["labels"], y["labels"])
+    assert not torch.equal(per_rank[0][0]["labels"], per_rank[1][0]["labels"])
+
+
+def test_resume_continues_where_it_stopped_and_workers_do_not_change_the_stream(tiny_lm):
+    full = take(stream(tiny_lm), 5)
+    resumed = stream(tiny_lm)
+    resumed.start_batch = 3
+    for x, y in zip(full[3:], take(resumed, 2), strict=True):
+        assert torch.equal(x["input_ids"], y["input_ids"])
+    loader = torch.utils.data.DataLoader(stream(tiny_lm), batch_size=None, num_workers=2)
+    for x, y in zip(full, take(loader, 5), strict=True):
+        assert torch.equal(x["input_ids"], y["input_ids"])
+
+
+def test_held_out_prompts_are_never_trained_on(tiny_lm):
+    first = stream(tiny_lm, batch_size=1).item(0)
+    held_out = next(_prompts_of(stream(tiny_lm, batch_size=1), 0))
+    assert first["prompt_ids"] == tiny_lm.encode_prompt(held_out)
+    replaced = stream(tiny_lm, batch_size=1, exclude={held_out}).item(0)
+    assert replaced["prompt_ids"] != first["prompt_ids"]
+
+
+def _prompts_of(s, g):
+    import random
+
+    rng = random.Random(f"sft-{s.seed}-{g}")
+    task = rng.choices(s.tasks, s.weights)[0]
+    yield task.build_prompt(task.sample(rng))
+
+
+def test_collator_masks_only_the_response_with_probability_p(tiny_lm):
+    items = [{"key": k, "prompt_ids": [5, 6, 7], "response_ids": list(range(10, 10 + n))} for k, n in
+             enumerate([4, 6, 2])]
+    collator = SFTCollator(tiny_lm.mask_token_id, pad_token_id=1, min_response_length=8)
+    batch = collator(items)
+    assert batch["input_ids"].shape == (3, 3 + 8)
+    assert (batch["labels"][:, 3:][0, 4:] == 1).all()  # EOS padding counts as response
+    assert batch["response_lengths"].tolist() == [8, 8, 8]
+    assert not batch["loss_mask"][:, :3].any(), "the prompt is never masked"
+    assert torch.equal(batch["input_ids"][batch["loss_mask"]], torch.full_like(
+        batch["input_ids"][batch["loss_mask"]], tiny_lm.mask_token_id))
+    assert torch.equal(batch["input_ids"][~batch["loss_mask"]], batch["labels"][~batch["loss_mask"]])
+    # the realised masking rate follows p over many sequences
+    many = [{"key": k, "prompt_ids": [5], "response_ids": list(range(10, 210))} for k in range(200)]
+    big = collator(many)
+    rate = big["loss_mask"][:, 1:].float().mean(1)
+    torch.testing.assert_close(rate, big["p_mask"], atol=0.15, rtol=0)
+    assert ((big["p_mask"] >= 1e-3) & (big["p_mask"] <= 1)).all()
+
+
+def test_mask_probability_and_left_pad():
+    torch.testing.assert_close(sample_mask_prob(torch.tensor([0.0, 1.0]), eps=1e-3), torch.tensor([1e-3, 1.0]))
+    ids, mask = left_pad([[1, 2, 3], [4]], pad_id=0)
+    assert ids.tolist() == [[1, 2, 3], [0, 0, 4]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]

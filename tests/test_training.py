@@ -1,0 +1,108 @@
+"""MDLM loss, LR schedule, exact resume, self-describing exports, non-finite loss handling."""
+
+from __future__ import annotations
+
+import math
+
+import mlflow
+import pytest
+import torch
+
+from dllm_lab.models import load_model
+from dllm_lab.training.losses import mdlm_loss
+from dllm_lab.training.mdlm import MDLMModule, warmup_cosine
+from dllm_lab.training.run import run_train
+
+TINY = [
+    "model=tiny_scratch", "model.init.hidden_size=32", "model.init.num_layers=1", "model.init.num_heads=1",
+    "model.init.intermediate_size=64", "model.init.corpus_examples=50", "data.batch_size=4",
+    "data.num_val_batches=1", "data.min_response_length=0", "data.long_response_prob=0", "eval_after_fit=false",
+    "trainer.log_every_n_steps=1", "trainer.num_threads=1",
+]
+
+
+def test_mdlm_loss_matches_hand_computation():
+    logits = torch.zeros(2, 3, 4)
+    logits[0, 1] = torch.tensor([2.0, 0.0, 0.0, 0.0])
+    labels = torch.tensor([[0, 0, 3], [1, 2, 3]])
+    loss_mask = torch.tensor([[False, True, True], [False, False, True]])
+    p_mask = torch.tensor([0.5, 0.25])
+    lengths = torch.tensor([2, 2])
+    ce_peaked = -math.log(math.exp(2) / (math.exp(2) + 3))  # label 0 at the peaked position
+    ce_uniform = math.log(4)
+    expected = ((ce_peaked + ce_uniform) / 0.5 / 2 + ce_uniform / 0.25 / 2) / 2
+    assert mdlm_loss(logits, labels, loss_mask, p_mask, lengths).item() == pytest.approx(expected)
+    # nothing masked: zero loss that still has a graph
+    zero = mdlm_loss(logits.requires_grad_(), labels, torch.zeros_like(loss_mask), p_mask, lengths)
+    assert zero.item() == 0.0 and zero.requires_grad
+
+
+def test_warmup_cosine_schedule():
+    assert warmup_cosine(0, 10, 100) == pytest.approx(0.1)
+    assert warmup_cosine(9, 10, 100) == pytest.approx(1.0)
+    assert warmup_cosine(10, 10, 100) == pytest.approx(1.0)
+    assert warmup_cosine(100, 10, 100, min_ratio=0.1) == pytest.approx(0.1)
+    assert warmup_cosine(55, 10, 100, min_ratio=0.0) == pytest.approx(0.5)
+
+
+def _weights(module_or_dir) -> dict[str, torch.Tensor]:
+    lm = load_model(module_or_dir)
+    return {k: v.clone() for k, v in lm.model.state_dict().items()}
+
+
+@pytest.mark.slow
+def test_resume_is_exact_and_continues_the_same_mlflow_run(compose_cfg, tmp_path):
+    common = [*TINY, "trainer.max_steps=4", "trainer.checkpoint_every_n_steps=2", "trainer.val_check_interval=2"]
+    straight = compose_cfg("train", [*common, f"export_dir={tmp_path / 'straight'}", "run_name=job"])
+    straight.paths.output_dir = str(tmp_path / "job")
+    run_train(straight)
+    # A job killed after step 2 leaves exactly this checkpoint behind; resume it with the same config.
+    ckpt = next((tmp_path / "job" / "checkpoints").glob("*step=2.ckpt"))
+    resumed = compose_cfg("train", [*common, f"ckpt_path='{ckpt}'", f"export_dir={tmp_path / 'resumed'}"])
+    resumed.paths.output_dir = str(tmp_path / "resumed_job")
+    run_train(resumed)
+
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+
+    client = mlflow.MlflowClient()
+    runs = client.search_runs(client.get_experiment_by_name("dllm-lab/train").experiment_id)
+    assert len(runs) == 1, "resuming must continue the run stored in the checkpoint, not open a new one"
+    history = client.get_metric_history(runs[0].info.run_id, "train/loss")
+    by_step: dict[int, list[float]] = {}
+    for m in history:
+        by_step.setdefault(m.step, []).append(m.value)
+    assert sorted(by_step) == [0, 1, 2, 3]
+    # steps 2 and 3 were run twice (before the "kill" and after resuming): same data, same loss
+    for step in (2, 3):
+        assert len(by_step[step]) == 2 and by_step[step][0] == pytest.approx(by_step[step][1], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_export_is_self_describing(compose_cfg, tmp_path):
+    out = tmp_path / "export"
+    run_train(compose_cfg("train", [*TINY, "trainer.max_steps=2", "trainer.val_check_interval=2",
+                                    f"export_dir={out}"]))
+    assert {"config.json", "model.safetensors", "tokenizer.json", "config.yaml", "training_curve.csv"} <= {
+        p.name for p in out.iterdir()}
+    assert "max_steps: 2" in (out / "config.yaml").read_text()
+    lm = load_model(out)
+    assert lm.family == "masked_lm" and lm.mask_token_id == lm.tokenizer.mask_token_id
+
+
+def test_non_finite_loss_stops_with_a_clear_message(tiny_lm):
+    module = MDLMModule(tiny_lm)
+    batch = {"input_ids": torch.tensor([[1, 2, 3]]), "labels": torch.tensor([[1, 2, 3]]),
+             "loss_mask": torch.tensor([[False, True, True]]), "p_mask": torch.tensor([0.0]),
+             "response_lengths": torch.tensor([2])}
+    module._loss = lambda b: torch.tensor(float("nan"))
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        module.training_step(batch, 0)
+
+
+def test_checkpoint_hparams_are_plain_containers(tiny_lm):
+    module = MDLMModule(tiny_lm, run_config={"a": {"b": 1}})
+    assert type(module.hparams["run_config"]) is dict
+    assert "lm" not in module.hparams

@@ -98,7 +98,9 @@ class PromptSet(Dataset):
         return len(self.examples)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"example": self.examples[i], "task": self.task.name, "prompt": self.prompts[i], "prompt_ids": self.ids[i]}
+        return {
+            "example": self.examples[i], "task": self.task.name, "prompt": self.prompts[i], "prompt_ids": self.ids[i],
+        }
 
 
 class TaskDataModule(L.LightningDataModule):

@@ -1,4 +1,7 @@
-"""The decoding engine: one batched denoising loop, composable scorers and schedules, callbacks.
+"""The decoding engine: one batched denoising loop over composable parts.
+
+A decoder = scorer x schedule (or adaptive rule) x blocks x modifiers (+ infilling template, early exit);
+see :class:`DecodeConfig` and the presets in ``configs/decoder/``.
 
 >>> out = decode(lm, ["What is 2+3?"], DecodeConfig(gen_length=32, block_length=8, steps=32))
 >>> out.texts[0], out.nfe
@@ -6,11 +9,22 @@
 
 from dllm_lab.decoding.callbacks import DecodeCallback, DecodeState, SpeedMeter, TrajectoryRecorder
 from dllm_lab.decoding.config import DecodeConfig
+from dllm_lab.decoding.infill import EarlyExit, InfillTemplate
 from dllm_lab.decoding.loop import DecodeOutput, decode, prepare_prompts
-from dllm_lab.decoding.schedules import linear_counts
-from dllm_lab.decoding.scorers import entropy, filter_logits, position_scores, sample_tokens
+from dllm_lab.decoding.rules import ar_med_select, factor_select, med_select, select_topk, threshold_select
+from dllm_lab.decoding.schedules import ascending_counts, ascending_schedule, block_plan, linear_counts, origin_counts
+from dllm_lab.decoding.scorers import (
+    apply_eoser,
+    entropy,
+    eoser_gamma,
+    filter_logits,
+    position_scores,
+    sample_tokens,
+)
 
 __all__ = [
-    "DecodeCallback", "DecodeConfig", "DecodeOutput", "DecodeState", "SpeedMeter", "TrajectoryRecorder",
-    "decode", "entropy", "filter_logits", "linear_counts", "position_scores", "prepare_prompts", "sample_tokens",
+    "DecodeCallback", "DecodeConfig", "DecodeOutput", "DecodeState", "EarlyExit", "InfillTemplate", "SpeedMeter",
+    "TrajectoryRecorder", "apply_eoser", "ar_med_select", "ascending_counts", "ascending_schedule", "block_plan",
+    "decode", "entropy", "eoser_gamma", "factor_select", "filter_logits", "linear_counts", "med_select",
+    "origin_counts", "position_scores", "prepare_prompts", "sample_tokens", "select_topk", "threshold_select",
 ]

@@ -50,14 +50,15 @@ class EvalModule(L.LightningModule):
         answers = [task.parse_answer(text) for text in out.texts]
         correct = [task.answer_is_correct(a, ex) for a, ex in zip(answers, batch["examples"], strict=True)]
         self.counters[name] += torch.tensor(
-            [sum(correct), sum(a is not None for a in answers), len(correct), out.nfe * len(correct),
+            [sum(correct), sum(a is not None for a in answers), len(correct), float(out.nfe_per_sample.sum()),
              out.sequences.numel(), out.extras["speed"]["wall_s"]],
             dtype=torch.float64,
         )
-        for prompt, text, answer, ok in zip(batch["prompts"], out.texts, answers, correct, strict=True):
+        rows = zip(batch["prompts"], out.texts, answers, correct, out.nfe_per_sample.tolist(), strict=True)
+        for prompt, text, answer, ok, nfe in rows:
             self.predictions.append(
                 {"task": name, "prompt": prompt, "output": text, "parsed": None if answer is None else str(answer),
-                 "correct": bool(ok), "nfe": out.nfe}
+                 "correct": bool(ok), "nfe": int(nfe)}
             )
 
     predict_step = test_step

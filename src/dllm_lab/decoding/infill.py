@@ -1,0 +1,166 @@
+"""Reasoning-as-infilling, early exit and posterior sampling (No Compute Left Behind, 2025,
+arXiv 2510.19990; ALGORITHMS.md section 5).
+
+The generation region becomes a template ``[m x R | delimiter | m x A | closing | EOS ...]`` whose
+non-mask tokens are pre-filled and fixed from the start: they are never committed, never counted by the
+schedules (which count per-row masked tokens) and never changed. :class:`EarlyExit` is a decoding
+callback that stops a row as soon as its answer block is certain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from dllm_lab.config import ConfigError
+from dllm_lab.decoding.callbacks import DecodeCallback, DecodeState
+from dllm_lab.decoding.config import DecodeConfig
+
+if TYPE_CHECKING:
+    from dllm_lab.decoding.loop import DecodeOutput
+
+
+def _encode(tokenizer: Any, text: str) -> tuple[int, ...]:
+    return tuple(tokenizer.encode(text, add_special_tokens=False)) if text else ()
+
+
+@dataclass(frozen=True)
+class InfillTemplate:
+    """The reasoning-as-infilling layout of a generation region of ``gen_length`` tokens:
+    ``[m x reasoning_length | delimiter | m x answer_length | closing | EOS padding]``."""
+
+    gen_length: int
+    reasoning_length: int
+    delimiter: tuple[int, ...]
+    answer_length: int
+    closing: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.length > self.gen_length:
+            raise ConfigError(
+                f"the infilling template needs {self.length} tokens (reasoning {self.reasoning_length} + delimiter "
+                f"{len(self.delimiter)} + answer {self.answer_length} + closing {len(self.closing)}) but "
+                f"decoder.gen_length={self.gen_length}; lower decoder.infill_reasoning_length or "
+                "decoder.infill_answer_length, shorten the delimiter, or raise decoder.gen_length"
+            )
+
+    @classmethod
+    def from_config(cls, cfg: DecodeConfig, tokenizer: Any) -> InfillTemplate:
+        """Tokenize the delimiter and closing text; ``reasoning_length`` defaults to what is left."""
+        delimiter, closing = _encode(tokenizer, cfg.infill_delimiter), _encode(tokenizer, cfg.infill_closing)
+        reasoning = cfg.infill_reasoning_length
+        if reasoning is None:
+            reasoning = max(cfg.gen_length - len(delimiter) - cfg.infill_answer_length - len(closing), 0)
+        return cls(cfg.gen_length, reasoning, delimiter, cfg.infill_answer_length, closing)
+
+    @property
+    def length(self) -> int:
+        return self.reasoning_length + len(self.delimiter) + self.answer_length + len(self.closing)
+
+    @property
+    def answer_start(self) -> int:
+        return self.reasoning_length + len(self.delimiter)
+
+    def answer_mask(self) -> torch.Tensor:
+        """(L,) bool: the answer block ``m x A``."""
+        mask = torch.zeros(self.gen_length, dtype=torch.bool)
+        mask[self.answer_start : self.answer_start + self.answer_length] = True
+        return mask
+
+    def canvas(
+        self, batch: int, mask_id: int, eos_id: int, answers: Sequence[Sequence[int]] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Initial generation region (B, L) long and its pre-filled positions (B, L) bool.
+
+        With ``answers`` (posterior sampling ``p(r | c, a*)``), each row's answer block and closing are
+        pre-filled with ``answer ids + closing + EOS padding``, so only the reasoning is decoded.
+        """
+        R, a0, L = self.reasoning_length, self.answer_start, self.gen_length
+        row = torch.full((L,), eos_id, dtype=torch.long)
+        row[:R] = mask_id
+        row[R:a0] = torch.tensor(self.delimiter, dtype=torch.long)
+        row[a0 : a0 + self.answer_length] = mask_id
+        row[a0 + self.answer_length : self.length] = torch.tensor(self.closing, dtype=torch.long)
+        gen = row.repeat(batch, 1)  # (B, L)
+        if answers is not None:
+            if len(answers) != batch:
+                raise ValueError(f"posterior sampling needs one answer per prompt: {len(answers)} for {batch} prompts")
+            for b, ans in enumerate(answers):  # once per decode, before the loop
+                if len(ans) > self.answer_length:
+                    raise ConfigError(
+                        f"gold answer {b} has {len(ans)} tokens but decoder.infill_answer_length={self.answer_length}; "
+                        "raise decoder.infill_answer_length"
+                    )
+                filled = list(ans) + list(self.closing)
+                gen[b, a0 : self.length] = eos_id
+                gen[b, a0 : a0 + len(filled)] = torch.tensor(filled, dtype=torch.long)
+        return gen, gen != mask_id
+
+
+def encode_answers(tokenizer: Any, answers: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
+    """Gold answers as token ids (text is tokenized without special tokens)."""
+    return [list(_encode(tokenizer, a)) if isinstance(a, str) else [int(t) for t in a] for a in answers]
+
+
+def template_text(ids: torch.Tensor, tokenizer: Any, drop_ids: Sequence[int]) -> str:
+    """Text of a templated completion (L,): end / mask tokens are dropped, not cut at, because a
+    reasoning block that ends early is followed by the delimiter and the answer."""
+    drop = set(int(i) for i in drop_ids)
+    return tokenizer.decode([int(t) for t in ids.tolist() if int(t) not in drop], skip_special_tokens=True)
+
+
+class EarlyExit(DecodeCallback):
+    """Early exit on a confident answer block (No Compute Left Behind, 2025, Sec. "early exit").
+
+    After each forward pass, ``U = reduction_{i in answer block, still masked} H_i`` (``max`` or ``mean``,
+    nats); a row with ``U < threshold`` gets every masked answer position filled with its argmax from that
+    same pass and stops (no extra NFE). A row whose answer block holds no mask has ``U = 0``: its answer
+    is decided, so it stops too. ``output.extras["early_exit"]``: ``exited`` (B,) bool, ``exit_step``
+    (B,) (-1: never), ``nfe`` (B,) forward passes used, ``nfe_saved`` (B,) against the same decode
+    without exit (``None`` when the step count is data-dependent: adaptive rules, ``origin``), and
+    ``uncertainty`` (S, B) the per-step ``U`` (NaN for rows not active at that step).
+    """
+
+    name = "early_exit"
+    needs = frozenset({"entropy"})
+
+    def __init__(self, answer_mask: torch.Tensor, threshold: float = 0.1, reduction: str = "max") -> None:
+        if reduction not in ("max", "mean"):
+            raise ValueError(f"reduction={reduction!r}: choose max or mean")
+        self.answer_mask = answer_mask.to(torch.bool)  # (L,) or (B, L)
+        self.threshold = threshold
+        self.reduction = reduction
+
+    def on_decode_start(self, state: DecodeState) -> None:
+        B = state.canvas.shape[0]
+        self._exit_step = torch.full((B,), -1, dtype=torch.long)
+        self._u: list[torch.Tensor] = []
+
+    def on_forward(self, state: DecodeState) -> None:
+        assert state.entropy is not None and state.masked is not None and state.active is not None
+        pending = self.answer_mask.to(state.masked.device) & state.masked  # (B, L)
+        count = pending.sum(1)  # (B,)
+        if self.reduction == "max":
+            u = torch.where(pending, state.entropy, float("-inf")).amax(1)
+        else:
+            u = torch.where(pending, state.entropy, 0.0).sum(1) / count.clamp_min(1)
+        u = torch.where(count > 0, u, torch.zeros_like(u))  # nothing left to decide
+        self._u.append(torch.where(state.active, u, float("nan")).cpu())
+        fire = state.active & (u < self.threshold)  # (B,)
+        if bool(fire.any()):
+            state.request_stop(fire, pending)
+            self._exit_step[fire.cpu()] = state.step
+
+    def on_decode_end(self, state: DecodeState, output: DecodeOutput) -> None:
+        used = output.nfe_per_sample
+        planned = state.planned_nfe_per_sample
+        output.extras[self.name] = {
+            "exited": self._exit_step >= 0,
+            "exit_step": self._exit_step,
+            "nfe": used,
+            "nfe_saved": None if planned is None else planned - used,
+            "uncertainty": torch.stack(self._u) if self._u else torch.empty(0, len(self._exit_step)),
+        }

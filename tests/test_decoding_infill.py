@@ -1,0 +1,87 @@
+"""Reasoning-as-infilling (No Compute Left Behind): template, early exit, posterior sampling, and the
+errors ``decode`` raises before any forward pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dllm_lab.config import ConfigError
+from dllm_lab.decoding import DecodeConfig, InfillTemplate, TrajectoryRecorder, decode, linear_counts
+from test_decoding_engine import PROMPTS, ScriptedLM
+
+# -- reasoning-as-infilling, early exit, posterior -----------------------------------------------------------
+INFILL = {"gen_length": 64, "block_length": 16, "steps": 64, "infill": True}
+
+
+def template_of(lm, cfg):
+    return InfillTemplate.from_config(cfg, lm.tokenizer)
+
+
+def test_template_is_prefilled_and_never_changed(tiny_lm):
+    cfg = DecodeConfig(**INFILL)
+    tpl = template_of(tiny_lm, cfg)
+    region, fixed = tpl.canvas(3, tiny_lm.mask_token_id, tiny_lm.eos_token_ids[0])
+    assert tpl.length == 64 and fixed[0].sum() == len(tpl.delimiter) + len(tpl.closing)
+    rec = TrajectoryRecorder()
+    out = decode(tiny_lm, PROMPTS, cfg, [rec])
+    assert torch.equal(out.sequences[fixed], region[fixed])
+    committed = out.extras["trajectory"]["committed"]  # (S, B, L)
+    assert not committed.any(0)[fixed].any() and (committed.sum(0)[~fixed] == 1).all()
+    assert out.nfe == (~fixed[0]).sum()  # the last block's pre-filled tokens cost no step
+    assert "The answer is" in out.texts[0]
+
+
+def rec_committed(out):
+    return out.extras["trajectory"]["committed"].any(0)
+
+
+def test_early_exit_stops_sooner_and_fills_the_answer(tiny_lm):
+    cfg = DecodeConfig(**INFILL, early_exit=True)
+    tpl = template_of(tiny_lm, cfg)
+    closing = len(tpl.closing)  # the answer block ends `closing` tokens before the end of the canvas
+    lm = ScriptedLM(tiny_lm, answer_peak=range(closing, closing + tpl.answer_length), answer_after=5)
+    full = decode(lm, PROMPTS, cfg.replace(early_exit=False))
+    lm.start_masks, lm.calls = None, 0
+    out = decode(lm, PROMPTS, cfg, [TrajectoryRecorder()])
+    info = out.extras["early_exit"]
+    assert info["exited"].all() and out.nfe == 6 < full.nfe  # 5 reasoning tokens, then the exiting pass
+    assert torch.equal(info["nfe_saved"], full.nfe_per_sample - out.nfe_per_sample)
+    answer = tpl.answer_mask()
+    assert (out.sequences[:, answer] == 26).all()  # argmax of the exiting pass
+    region, fixed = tpl.canvas(3, lm.mask_token_id, lm.eos_token_ids[0])
+    assert torch.equal(out.sequences[fixed], region[fixed])
+    assert (out.sequences == lm.mask_token_id).sum(1).tolist() == [tpl.reasoning_length - 6] * 3
+    assert rec_committed(out)[:, answer].all()  # the fill is part of the last step's commit
+    # mean reduction exits at the same point here; a threshold nothing reaches never exits
+    mean = decode(lm, PROMPTS, cfg.replace(early_exit_reduction="mean"))
+    assert mean.nfe == 6
+    never = decode(tiny_lm, PROMPTS, cfg.replace(early_exit_threshold=0.0))
+    assert not never.extras["early_exit"]["exited"].any() and never.nfe == full.nfe
+
+
+def test_posterior_mode_keeps_the_gold_answer(tiny_lm):
+    cfg = DecodeConfig(**INFILL)
+    out = decode(tiny_lm, PROMPTS[:2], cfg, [TrajectoryRecorder()], answers=["42", [26, 24, 26]])
+    tpl = template_of(tiny_lm, cfg)
+    a0 = tpl.answer_start
+    gold = tiny_lm.tokenizer.encode("42", add_special_tokens=False)
+    assert out.sequences[0, a0 : a0 + len(gold) + 1].tolist() == gold + list(tpl.closing)
+    assert out.sequences[1, a0 : a0 + 4].tolist() == [26, 24, 26, *tpl.closing]
+    assert not rec_committed(out)[:, a0:].any()  # only the reasoning is decoded
+    assert not (out.sequences == tiny_lm.mask_token_id).any()
+    assert out.nfe == tpl.reasoning_length and "42}" in out.texts[0]
+
+
+def test_decode_time_errors_come_before_any_forward_pass(tiny_lm):
+    lm = ScriptedLM(tiny_lm)
+    with pytest.raises(ConfigError, match=r"decoder\.gen_length"):  # delimiter + answer + closing > 16
+        decode(lm, PROMPTS, DecodeConfig(gen_length=16, block_length=8, steps=8, infill=True))
+    with pytest.raises(ConfigError, match=r"decoder\.infill=true"):
+        decode(lm, PROMPTS[:1], DecodeConfig(), answers=["1"])
+    with pytest.raises(ConfigError, match=r"decoder\.infill_answer_length"):
+        decode(lm, PROMPTS[:1], DecodeConfig(**INFILL, infill_answer_length=1), answers=["12345"])
+    with pytest.raises(ConfigError, match=r"decoder\.early_exit"):
+        decode(lm, PROMPTS[:1], DecodeConfig(**INFILL, early_exit=True), answers=["1"])
+    assert lm.calls == 0
+    assert linear_counts(torch.tensor([3]), 4).tolist() == [[1, 1, 1, 0]]  # pre-filled rows: zero-count steps

@@ -44,13 +44,21 @@ def test_experiment_runs_fast_dev(name, compose_cfg, tmp_path):
     overrides = [f"experiment={name}", *FAST, "logger=none"]
     if cfg.model.get("init"):
         overrides += TINY_INIT
+    if cfg.get("sweep"):
+        overrides += ["sweep.gen_lengths=[32]", f"sweep.output_dir={tmp_path}/sweep"]
     if entry == "train":
         overrides += ["trainer.fast_dev_run=true", f"export_dir={tmp_path}/export"]
         metrics = run_train(compose_cfg("train", overrides))
         assert metrics["train/loss"] > 0
     else:
         metrics = run_eval(compose_cfg("eval", overrides))
-    accuracies = [v for k, v in metrics.items() if k.endswith("/accuracy")]
+    if cfg.get("sweep"):
+        rows = metrics["rows"]
+        assert {r["decoder"] for r in rows} == set(cfg.sweep.decoders)
+        assert (tmp_path / "sweep" / "results.md").exists() and (tmp_path / "sweep" / "accuracy_vs_nfe.png").exists()
+        accuracies = [r["accuracy"] for r in rows]
+    else:
+        accuracies = [v for k, v in metrics.items() if k.endswith("/accuracy")]
     assert accuracies and all(0.0 <= a <= 1.0 for a in accuracies)
 
 

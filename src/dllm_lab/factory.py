@@ -116,3 +116,23 @@ def build_trainer(trainer_cfg: DictConfig, logger, callbacks: list, default_root
         use_distributed_sampler=False,  # the DataModule shards by rank itself, without padding duplicates
         enable_model_summary=False,
     )
+
+
+def load_decoder_preset(name: str) -> dict[str, Any]:
+    """The mapping in ``configs/decoder/<name>.yaml`` (what ``decoder=<name>`` selects)."""
+    from dllm_lab.paths import config_dir
+
+    path = config_dir() / "decoder" / f"{name}.yaml"
+    if not path.exists():
+        choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ValueError(f"unknown decoder preset {name!r}; available: {choices}")
+    return dict(OmegaConf.to_container(OmegaConf.load(path), resolve=True))  # type: ignore[arg-type]
+
+
+def scale_decoder(values: dict[str, Any], gen_length: int) -> dict[str, Any]:
+    """A preset moved to another generation length, keeping tokens per step and block length."""
+    values = dict(values)
+    if values.get("steps"):
+        values["steps"] = max(1, values["steps"] * gen_length // values["gen_length"])
+    values["gen_length"] = gen_length
+    return values

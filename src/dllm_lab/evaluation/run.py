@@ -24,16 +24,23 @@ log = logging.getLogger(__name__)
 def evaluate(cfg: DictConfig, lm: DiffusionLM, datamodule: TaskDataModule, logger, root: Path) -> dict[str, Any]:
     """Run the test loop with ``cfg.decoder`` on ``datamodule``'s eval sets; returns flat metrics."""
     decode_config = DecodeConfig.from_dict(dict(cfg.decoder))
-    module = EvalModule(lm, decode_config, datamodule.eval_task_names, datamodule.prompt_style)
-    trainer_cfg = cfg.trainer.copy()
-    trainer = build_trainer(trainer_cfg, logger, [], str(Path(cfg.paths.output_dir)))
-    trainer.test(module, datamodule=datamodule, verbose=False)
-    # Read results back from the logged metrics: under ddp_spawn the module here was never run.
-    results = results_from_metrics(trainer.callback_metrics, datamodule.eval_task_names)
+    results, is_zero = evaluate_decoder(lm, datamodule, decode_config, cfg.trainer, logger, cfg.paths.output_dir)
     table = format_table(results)
-    if trainer.is_global_zero and cfg.get("print_table", True):
+    if is_zero and cfg.get("print_table", True):
         _print_summary(table, logger, cfg)
     return {f"eval/{t}/{k}": v for t, row in results.items() for k, v in row.items()} | {"table": table}
+
+
+def evaluate_decoder(
+    lm: DiffusionLM, datamodule: TaskDataModule, decode_config: DecodeConfig, trainer_cfg: DictConfig, logger,
+    output_dir: str,
+) -> tuple[dict[str, dict[str, float]], bool]:
+    """Per-task results of one decoder (and whether this process is rank 0)."""
+    module = EvalModule(lm, decode_config, datamodule.eval_task_names, datamodule.prompt_style)
+    trainer = build_trainer(trainer_cfg, logger, [], str(output_dir))
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    # Read results back from the logged metrics: under ddp_spawn the module here was never run.
+    return results_from_metrics(trainer.callback_metrics, datamodule.eval_task_names), trainer.is_global_zero
 
 
 def _print_summary(table: str, logger, cfg: DictConfig) -> None:
@@ -56,4 +63,8 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     lm = build_model(cfg.model, cfg.data, seed=cfg.seed)
     datamodule = build_datamodule(cfg.data, lm, seed=cfg.seed)
     logger = build_logger(cfg, root)
+    if cfg.get("sweep"):
+        from dllm_lab.evaluation.sweep import run_sweep
+
+        return run_sweep(cfg, lm, datamodule, logger, root)
     return evaluate(cfg, lm, datamodule, logger, root)

@@ -1,0 +1,107 @@
+"""Decoder sweeps: one parent MLflow run, one child run per (decoder preset, generation length).
+
+Used by the decoding ablation (``dllm-eval experiment=decoding_ablation``). The model and the evaluation
+sets are built once; every setting is a separate child run tagged ``mlflow.parentRunId`` so the MLflow UI
+groups them. The parent gets the combined table (Markdown + JSON) and an accuracy-vs-NFE plot, which
+are also written to ``sweep.output_dir`` (the experiment's folder).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from dllm_lab.data import TaskDataModule
+from dllm_lab.decoding import DecodeConfig
+from dllm_lab.evaluation.run import evaluate_decoder
+from dllm_lab.factory import load_decoder_preset, scale_decoder
+from dllm_lab.models.adapter import DiffusionLM
+from dllm_lab.tracking import flatten, log_file, log_table, log_text, make_mlflow_logger
+
+log = logging.getLogger(__name__)
+
+
+def sweep_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one line per (decoder, L, task) with accuracy, NFE and tokens/s."""
+    lines = ["| decoder | L | task | accuracy | NFE | tokens/s |", "|---|---:|---|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['decoder']} | {r['gen_length']} | {r['task']} | {r['accuracy']:.3f} | "
+                     f"{r['nfe']:.1f} | {r['tokens_per_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def plot_accuracy_vs_nfe(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+    markers = {L: m for L, m in zip(sorted({r["gen_length"] for r in rows}), "os^D", strict=False)}
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for r in (r for r in rows if r["task"] == task):
+            ax.scatter(r["nfe"], r["accuracy"], marker=markers[r["gen_length"]], s=28)
+            ax.annotate(r["decoder"], (r["nfe"], r["accuracy"]), fontsize=6, xytext=(2, 2), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_title(task)
+        ax.set_xlabel("NFE per sample (log)")
+        ax.set_ylabel("accuracy")
+    handles = [plt.Line2D([], [], marker=m, linestyle="", color="gray", label=f"L={L}") for L, m in markers.items()]
+    fig.legend(handles=handles, loc="upper right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_sweep(cfg: DictConfig, lm: DiffusionLM, datamodule: TaskDataModule, parent, root: Path) -> dict[str, Any]:
+    """Evaluate every ``cfg.sweep.decoders`` preset at every ``cfg.sweep.gen_lengths``."""
+    sweep = cfg.sweep
+    rows: list[dict[str, Any]] = []
+    for name in sweep.decoders:
+        for gen_length in sweep.gen_lengths:
+            values = scale_decoder(load_decoder_preset(name), gen_length)
+            values.update(OmegaConf.to_container(sweep.get("overrides") or {}, resolve=True).get(name, {}))
+            decode_config = DecodeConfig.from_dict(values, prefix=f"decoder={name}")
+            child = None
+            if parent is not None:
+                child = make_mlflow_logger(
+                    cfg.logger.tracking_uri, cfg.logger.experiment_name, f"{name}-L{gen_length}", root,
+                    tags={"mlflow.parentRunId": parent.run_id, "decoder": name, "gen_length": gen_length},
+                    artifact_location=cfg.logger.get("artifact_location"),
+                )
+                if rank_zero_only.rank == 0:
+                    child.log_hyperparams({f"decoder.{k}": v for k, v in flatten(values).items()})
+            results, is_zero = evaluate_decoder(lm, datamodule, decode_config, cfg.trainer, child, cfg.paths.output_dir)
+            if child is not None and is_zero:
+                child.finalize("success")
+            for task, r in results.items():
+                rows.append({"decoder": name, "gen_length": gen_length, "task": task, **r})
+            log.info("sweep: %s L=%d done", name, gen_length)
+    table = sweep_table(rows)
+    if rank_zero_only.rank == 0:
+        _write_outputs(rows, table, Path(sweep.output_dir) if sweep.get("output_dir") else None, parent)
+        print("\n" + table)
+    return {"rows": rows, "table": table}
+
+
+def _write_outputs(rows: list[dict[str, Any]], table: str, out_dir: Path | None, parent) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        plot = Path(tmp) / "accuracy_vs_nfe.png"
+        plot_accuracy_vs_nfe(rows, plot)
+        if parent is not None:
+            log_text(parent, table + "\n", "results.md")
+            log_table(parent, rows, "results.json")
+            log_file(parent, plot)
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "results.md").write_text(table + "\n")
+            (out_dir / "results.json").write_text(json.dumps(rows, indent=1))
+            (out_dir / "accuracy_vs_nfe.png").write_bytes(plot.read_bytes())

@@ -1,15 +1,25 @@
-"""``EvalModule``: decode each task's prompts, score them and log accuracy, NFE and tokens/s."""
+"""``EvalModule``: decode each task's prompts, score them and log accuracy, NFE and tokens/s, and the
+temporal signals of decoding (TCV, TSE, EverPass; Time Is a Feature, ALGORITHMS.md section 6)."""
 
 from __future__ import annotations
 
+import logging
+import math
+import tempfile
+import warnings
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 
-from dllm_lab.decoding import DecodeConfig, SpeedMeter, decode
+from dllm_lab.decoding import DecodeCallback, DecodeConfig, SpeedMeter, decode
+from dllm_lab.evaluation.temporal import TEMPORAL_TAG, TemporalSettings, temporal_records, write_records
 from dllm_lab.models.adapter import DiffusionLM
 from dllm_lab.tasks import get_task
+from dllm_lab.tracking import safe_metric_name
+
+log = logging.getLogger(__name__)
 
 _COUNTERS = ("correct", "parsed", "samples", "nfe", "tokens", "wall_s")
 
@@ -22,23 +32,42 @@ class EvalModule(L.LightningModule):
     Per-sample predictions (prompt, output, parsed answer, correct, NFE) are gathered from all ranks
     and logged by rank 0 as MLflow artifacts together with the results table. Logging happens here,
     not in the caller, so it also works under ``ddp_spawn`` where the caller's module stays empty.
+
+    With ``temporal`` settings, a :class:`~dllm_lab.metrics.TemporalCallback` rides along every decode (no
+    extra forward pass): per task, the torchmetrics of ``dllm_lab.metrics`` give ``tcv_<w>_accuracy``,
+    ``everpass``, ``correct_then_wrong``, ``answer_changes`` and ``tse_*`` (sum states, synced across
+    ranks), and per-sample records go to ``temporal/<task>.parquet`` and plots to ``plots/*.png``, written
+    under ``output_dir`` and logged as artifacts. ``sample_id`` is the index in the task's eval set.
     """
 
-    def __init__(self, lm: DiffusionLM, decode_config: DecodeConfig, task_names: list[str], prompt_style: str) -> None:
+    def __init__(
+        self, lm: DiffusionLM, decode_config: DecodeConfig, task_names: list[str], prompt_style: str,
+        temporal: TemporalSettings | None = None, output_dir: str | Path | None = None,
+    ) -> None:
         super().__init__()
         self.lm = lm
         self.decode_config = decode_config
         self.task_names = list(task_names)
         self.tasks = {n: get_task(n, prompt_style=prompt_style) for n in self.task_names}
+        self.temporal = temporal
+        self.output_dir = None if output_dir is None else Path(output_dir)
         self.counters: dict[str, torch.Tensor] = {}
         self.predictions: list[dict[str, Any]] = []
+        self.records: list[dict[str, Any]] = []
+        self.temporal_metrics: dict[str, Any] = {}  # a plain dict: not registered as submodules
+        self.seen: dict[str, int] = {}
         self.results: dict[str, dict[str, float]] = {}
 
     def on_test_epoch_start(self) -> None:
         # Per task, the sums in _COUNTERS order, all-reduced across ranks at epoch end. Created here, in
-        # each process: tensors made in __init__ would be shared memory between ddp_spawn workers.
+        # each process: tensors made in __init__ would be shared memory between ddp_spawn workers. The
+        # temporal torchmetrics likewise, on this rank's device (NCCL syncs CUDA tensors only).
         self.counters = {n: torch.zeros(len(_COUNTERS), dtype=torch.float64) for n in self.task_names}
-        self.predictions = []
+        self.predictions, self.records = [], []
+        self.seen = dict.fromkeys(self.task_names, 0)
+        self.temporal_metrics = {}
+        if self.temporal is not None:
+            self.temporal_metrics = {n: self.temporal.metrics(t).to(self.device) for n, t in self.tasks.items()}
 
     on_predict_epoch_start = on_test_epoch_start
 
@@ -46,7 +75,15 @@ class EvalModule(L.LightningModule):
         name = batch["tasks"][0]
         task = self.tasks[name]
         speed = SpeedMeter()
-        out = decode(self.lm, batch["prompt_ids"], self.decode_config, [speed], batch["attention_mask"])
+        callbacks: list[DecodeCallback] = [speed]
+        if self.temporal is not None:
+            callbacks.append(self.temporal.callback(self.lm, task, batch["examples"]))
+        out = decode(self.lm, batch["prompt_ids"], self.decode_config, callbacks, batch["attention_mask"])
+        ids = self._sample_ids(name, len(out.texts))
+        if self.temporal is not None:
+            samples = out.extras["temporal"]
+            self.temporal_metrics[name].update([s.answers for s in samples], [s.correct for s in samples])
+            self.records += temporal_records(samples, name, ids, self.decode_config.gen_length)
         answers = [task.parse_answer(text) for text in out.texts]
         correct = [task.answer_is_correct(a, ex) for a, ex in zip(answers, batch["examples"], strict=True)]
         self.counters[name] += torch.tensor(
@@ -54,14 +91,21 @@ class EvalModule(L.LightningModule):
              out.sequences.numel(), out.extras["speed"]["wall_s"]],
             dtype=torch.float64,
         )
-        rows = zip(batch["prompts"], out.texts, answers, correct, out.nfe_per_sample.tolist(), strict=True)
-        for prompt, text, answer, ok, nfe in rows:
+        rows = zip(ids, batch["prompts"], out.texts, answers, correct, out.nfe_per_sample.tolist(), strict=True)
+        for sid, prompt, text, answer, ok, nfe in rows:
             self.predictions.append(
-                {"task": name, "prompt": prompt, "output": text, "parsed": None if answer is None else str(answer),
-                 "correct": bool(ok), "nfe": int(nfe)}
+                {"task": name, "sample_id": sid, "prompt": prompt, "output": text,
+                 "parsed": None if answer is None else str(answer), "correct": bool(ok), "nfe": int(nfe)}
             )
 
     predict_step = test_step
+
+    def _sample_ids(self, name: str, n: int) -> list[int]:
+        """Indices in the task's eval set: the DataModule strides it over ranks (rank, rank + world, ...)
+        and each rank's loader yields its share in order."""
+        world = self.trainer.world_size if self._trainer is not None else 1
+        start, self.seen[name] = self.seen[name], self.seen[name] + n
+        return [self.global_rank + (start + k) * world for k in range(n)]
 
     def on_test_epoch_end(self) -> None:
         metrics: dict[str, float] = {}
@@ -75,12 +119,43 @@ class EvalModule(L.LightningModule):
                 "tokens_per_s": totals["tokens"] / totals["wall_s"] if totals["wall_s"] > 0 else 0.0,
                 "samples": totals["samples"],
             }
-            self.results[name] = row
-            metrics.update({f"eval/{name}/{k}": v for k, v in row.items()})
+            if name in self.temporal_metrics:  # every rank computes: the sync is a collective
+                row.update(_temporal_values(self.temporal_metrics[name], totals["samples"] > 0))
+            self.results[name] = row = _finite(row, name)
+            metrics.update({safe_metric_name(f"eval/{name}/{k}"): v for k, v in row.items()})
         self.log_dict(metrics, rank_zero_only=True)
         self.predictions = _gather(self.predictions)
-        if self.trainer.is_global_zero and self.logger is not None and hasattr(self.logger, "run_id"):
-            self.log_artifacts(self.logger)
+        self.records = _gather(self.records)
+        if not self.trainer.is_global_zero:
+            return
+        logger = self.logger if self.logger is not None and hasattr(self.logger, "run_id") else None
+        if self.temporal is not None and (logger is not None or self.output_dir is not None):
+            with tempfile.TemporaryDirectory() as tmp:
+                self.write_temporal(self.output_dir or Path(tmp), logger)
+        if logger is not None:
+            self.log_artifacts(logger)
+
+    def write_temporal(self, out_dir: Path, logger=None) -> None:
+        """``temporal/<task>.parquet`` and ``plots/*.png`` under ``out_dir``, logged when ``logger``."""
+        from dllm_lab.evaluation.plots import plot_all
+        from dllm_lab.tracking import log_file
+
+        files = []
+        for name in self.task_names:
+            rows = [r for r in self.records if r["task"] == name]
+            if rows:
+                files.append(("temporal", write_records(rows, out_dir / "temporal" / f"{name}.parquet")))
+        if self.temporal is not None and self.temporal.plots and self.records:
+            import pandas as pd
+
+            rows = [{"task": t, "gen_length": self.decode_config.gen_length, **r} for t, r in self.results.items()]
+            frame = pd.DataFrame(self.records)
+            for path in plot_all(frame, rows, out_dir / "plots", self.temporal.timeline_samples):
+                files.append(("plots", path))
+        if logger is not None:
+            for artifact_path, path in files:
+                log_file(logger, path, artifact_path)
+            logger.experiment.set_tag(logger.run_id, TEMPORAL_TAG, "true")
 
     def log_artifacts(self, logger) -> None:
         """The results table (``results.md``, ``results.json``) and per-task predictions (jsonl)."""
@@ -92,6 +167,22 @@ class EvalModule(L.LightningModule):
         for name in self.task_names:
             rows = [p for p in self.predictions if p["task"] == name]
             log_table(logger, rows, f"predictions/{name}.jsonl")
+
+
+def _temporal_values(metrics, any_samples: bool) -> dict[str, float]:
+    """``compute()`` of a task's temporal metrics as floats (a rank without samples still joins the sync)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*was called before the ``update`` method.*")
+        values = {k: float(v) for k, v in metrics.compute().items()}
+    return values if any_samples else {}
+
+
+def _finite(row: dict[str, float], task: str) -> dict[str, float]:
+    """``row`` without NaN/inf values (a counted skip with a warning: NaN never reaches MLflow)."""
+    bad = sorted(k for k, v in row.items() if not math.isfinite(v))
+    if bad:
+        log.warning("eval/%s: not logging non-finite %s", task, ", ".join(bad))
+    return {k: v for k, v in row.items() if k not in bad}
 
 
 def _all_reduce_sum(values: torch.Tensor) -> torch.Tensor:

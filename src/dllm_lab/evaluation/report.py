@@ -1,27 +1,74 @@
-"""Results tables."""
+"""Results tables: the per-run table and the temporal-voting table shaped like Table 1 of Time Is a Feature."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from dllm_lab.metrics import WEIGHTINGS
+
 METRICS = ("accuracy", "parse_rate", "nfe", "tokens_per_s", "samples")
+# (column header, metric key) of the temporal columns, shown when the results have them
+TEMPORAL_COLUMNS = (
+    *((f"TCV {w}", f"tcv_{w}_accuracy") for w in WEIGHTINGS),
+    ("EverPass", "everpass"),
+    ("correct->wrong", "correct_then_wrong"),
+    ("TSE correct", "tse_correct_mean"),
+    ("TSE wrong", "tse_wrong_mean"),
+)
+
+
+def _cell(value: Any, digits: int = 3) -> str:
+    """A number with ``digits`` decimals; '-' when missing or not finite (never 'nan')."""
+    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "-"
+    return f"{value:.{digits}f}"
 
 
 def format_table(results: dict[str, dict[str, float]]) -> str:
-    """A Markdown results table: task, samples, accuracy, parse rate, NFE, generated tokens/s."""
-    lines = ["| task | samples | accuracy | parsed | NFE | tokens/s |", "|---|---:|---:|---:|---:|---:|"]
+    """A Markdown results table: task, samples, accuracy, parse rate, NFE, generated tokens/s, plus the
+    temporal columns (TCV per weighting, EverPass, correct->wrong, TSE of correct / wrong samples) that
+    any task has."""
+    extra = [(h, k) for h, k in TEMPORAL_COLUMNS if any(k in r for r in results.values())]
+    header = "| task | samples | accuracy | parsed | NFE | tokens/s |" + "".join(f" {h} |" for h, _ in extra)
+    lines = [header, "|---|---:|---:|---:|---:|---:|" + "---:|" * len(extra)]
     for name, r in results.items():
         lines.append(
             f"| {name} | {int(r['samples'])} | {r['accuracy']:.3f} | {r['parse_rate']:.3f} | "
-            f"{r['nfe']:.1f} | {r['tokens_per_s']:.0f} |"
+            f"{r['nfe']:.1f} | {r['tokens_per_s']:.0f} |" + "".join(f" {_cell(r.get(k))} |" for _, k in extra)
         )
     return "\n".join(lines)
 
 
 def results_from_metrics(metrics: dict[str, Any], task_names: list[str]) -> dict[str, dict[str, float]]:
-    """Rebuild per-task results from flat ``eval/<task>/<metric>`` values (e.g. trainer.callback_metrics)."""
-    return {
-        t: {m: float(metrics[f"eval/{t}/{m}"]) for m in METRICS if f"eval/{t}/{m}" in metrics}
-        for t in task_names
-        if f"eval/{t}/accuracy" in metrics
-    }
+    """Rebuild per-task results from flat ``eval/<task>/<metric>`` values (e.g. trainer.callback_metrics):
+    every metric logged for a task that has ``accuracy``."""
+    out: dict[str, dict[str, float]] = {}
+    for t in task_names:
+        prefix = f"eval/{t}/"
+        if f"{prefix}accuracy" not in metrics:
+            continue
+        names = {k: k[len(prefix):] for k in metrics if k.startswith(prefix)}
+        out[t] = {m: float(metrics[k]) for k, m in names.items() if "/" not in m}
+    return out
+
+
+def temporal_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown shaped like Table 1 of Time Is a Feature: per task and generation length, final-step
+    accuracy (baseline), TCV accuracy per weighting, EverPass@1|t; then correct->wrong rate and mean TSE of
+    correct and of wrong samples. ``rows``: dicts with ``task``, ``gen_length`` (and ``decoder`` when
+    several decoders are compared) and the metric keys of :func:`results_from_metrics`."""
+    with_decoder = len({r.get("decoder") for r in rows}) > 1
+    text_columns = ["task", *(["decoder"] if with_decoder else [])]
+    head = [*text_columns, "L", "samples", "baseline", *(f"TCV {w}" for w in WEIGHTINGS), "EverPass",
+            "correct->wrong", "TSE correct", "TSE wrong"]
+    align = "|" + "---|" * len(text_columns) + "---:|" * (len(head) - len(text_columns))
+    lines = ["| " + " | ".join(head) + " |", align]
+    order = sorted(rows, key=lambda r: (r["task"], str(r.get("decoder", "")), r.get("gen_length", 0)))
+    for r in order:
+        cells = [r["task"], *([str(r.get("decoder", ""))] if with_decoder else []), str(r.get("gen_length", "-")),
+                 str(int(r.get("samples", 0))), _cell(r.get("accuracy")),
+                 *(_cell(r.get(f"tcv_{w}_accuracy")) for w in WEIGHTINGS), _cell(r.get("everpass")),
+                 _cell(r.get("correct_then_wrong")), _cell(r.get("tse_correct_mean")), _cell(r.get("tse_wrong_mean"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -14,6 +14,7 @@ from dllm_lab.data import TaskDataModule
 from dllm_lab.decoding import DecodeConfig
 from dllm_lab.evaluation.module import EvalModule
 from dllm_lab.evaluation.report import format_table, results_from_metrics
+from dllm_lab.evaluation.temporal import TemporalSettings
 from dllm_lab.factory import build_datamodule, build_logger, build_model, build_trainer
 from dllm_lab.models.adapter import DiffusionLM
 from dllm_lab.paths import project_root
@@ -24,7 +25,10 @@ log = logging.getLogger(__name__)
 def evaluate(cfg: DictConfig, lm: DiffusionLM, datamodule: TaskDataModule, logger, root: Path) -> dict[str, Any]:
     """Run the test loop with ``cfg.decoder`` on ``datamodule``'s eval sets; returns flat metrics."""
     decode_config = DecodeConfig.from_dict(dict(cfg.decoder))
-    results, is_zero = evaluate_decoder(lm, datamodule, decode_config, cfg.trainer, logger, cfg.paths.output_dir)
+    temporal = TemporalSettings.from_config(cfg.get("temporal"))
+    results, is_zero = evaluate_decoder(
+        lm, datamodule, decode_config, cfg.trainer, logger, cfg.paths.output_dir, temporal, cfg.paths.output_dir
+    )
     table = format_table(results)
     if is_zero and cfg.get("print_table", True):
         _print_summary(table, logger, cfg)
@@ -33,10 +37,13 @@ def evaluate(cfg: DictConfig, lm: DiffusionLM, datamodule: TaskDataModule, logge
 
 def evaluate_decoder(
     lm: DiffusionLM, datamodule: TaskDataModule, decode_config: DecodeConfig, trainer_cfg: DictConfig, logger,
-    output_dir: str,
+    output_dir: str, temporal: TemporalSettings | None = None, records_dir: str | Path | None = None,
 ) -> tuple[dict[str, dict[str, float]], bool]:
-    """Per-task results of one decoder (and whether this process is rank 0)."""
-    module = EvalModule(lm, decode_config, datamodule.eval_task_names, datamodule.prompt_style)
+    """Per-task results of one decoder (and whether this process is rank 0). With ``temporal``, rank 0
+    also writes ``temporal/<task>.parquet`` and ``plots/*.png`` under ``records_dir`` (when given)."""
+    module = EvalModule(
+        lm, decode_config, datamodule.eval_task_names, datamodule.prompt_style, temporal, records_dir
+    )
     trainer = build_trainer(trainer_cfg, logger, [], str(output_dir))
     trainer.test(module, datamodule=datamodule, verbose=False)
     # Read results back from the logged metrics: under ddp_spawn the module here was never run.
@@ -58,6 +65,7 @@ def _print_summary(table: str, logger, cfg: DictConfig) -> None:
 def run_eval(cfg: DictConfig) -> dict[str, Any]:
     """Load the model in ``cfg.model``, decode ``cfg.data.eval_tasks`` with ``cfg.decoder``, log all."""
     validate_config(cfg, stage="eval")
+    TemporalSettings.from_config(cfg.get("temporal"))  # a bad temporal.* value fails before any model loads
     root = project_root()
     L.seed_everything(cfg.seed, workers=True)
     lm = build_model(cfg.model, cfg.data, seed=cfg.seed)

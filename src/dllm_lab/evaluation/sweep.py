@@ -4,10 +4,18 @@ Used by the decoding ablation (``dllm-eval experiment=decoding_ablation``). The 
 sets are built once; every setting is a separate child run tagged ``mlflow.parentRunId`` so the MLflow UI
 groups them. The parent gets the combined table (Markdown + JSON) and an accuracy-vs-NFE plot, which
 are also written to ``sweep.output_dir`` (the experiment's folder).
+
+Temporal signals (``temporal.enabled``, the default): every child logs its metrics and per-sample records
+(``temporal/<task>.parquet``, also written under ``<paths.output_dir>/<decoder>-L<length>/``) but no plots.
+With ``sweep.temporal_report: true`` (the temporal-voting study) the parent also gets the table shaped like
+Table 1 of Time Is a Feature (``temporal_table.md``) and the temporal plots over every setting
+(``plots/answer_timeline.png``, ``plots/tse_distribution.png``, ``plots/temporal_accuracy.png``), written to
+``sweep.output_dir`` as well.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -18,7 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from dllm_lab.data import TaskDataModule
 from dllm_lab.decoding import DecodeConfig
+from dllm_lab.evaluation.report import temporal_table
 from dllm_lab.evaluation.run import evaluate_decoder
+from dllm_lab.evaluation.temporal import TEMPORAL_TAG, TemporalSettings, read_records
 from dllm_lab.factory import load_decoder_preset, scale_decoder
 from dllm_lab.models.adapter import DiffusionLM
 from dllm_lab.tracking import flatten, log_file, log_table, log_text, make_mlflow_logger
@@ -62,11 +72,16 @@ def plot_accuracy_vs_nfe(rows: list[dict[str, Any]], path: Path) -> None:
 def run_sweep(cfg: DictConfig, lm: DiffusionLM, datamodule: TaskDataModule, parent, root: Path) -> dict[str, Any]:
     """Evaluate every ``cfg.sweep.decoders`` preset at every ``cfg.sweep.gen_lengths``."""
     sweep = cfg.sweep
+    temporal = TemporalSettings.from_config(cfg.get("temporal"))
+    # children log their records; plots are drawn once, over every setting, by the temporal report
+    child_temporal = None if temporal is None else dataclasses.replace(temporal, plots=False)
     rows: list[dict[str, Any]] = []
+    records_dirs: dict[tuple[str, int], Path] = {}
     for name in sweep.decoders:
         for gen_length in sweep.gen_lengths:
             values = scale_decoder(load_decoder_preset(name), gen_length)
-            values.update(OmegaConf.to_container(sweep.get("overrides") or {}, resolve=True).get(name, {}))
+            overrides = sweep.get("overrides")  # optional: per-preset values (to_container refuses a plain {})
+            values.update((OmegaConf.to_container(overrides, resolve=True) if overrides else {}).get(name, {}))
             decode_config = DecodeConfig.from_dict(values, prefix=f"decoder={name}")
             child = None
             if parent is not None:
@@ -77,17 +92,57 @@ def run_sweep(cfg: DictConfig, lm: DiffusionLM, datamodule: TaskDataModule, pare
                 )
                 if rank_zero_only.rank == 0:
                     child.log_hyperparams({f"decoder.{k}": v for k, v in flatten(values).items()})
-            results, is_zero = evaluate_decoder(lm, datamodule, decode_config, cfg.trainer, child, cfg.paths.output_dir)
+            records_dirs[name, gen_length] = Path(cfg.paths.output_dir) / f"{name}-L{gen_length}"
+            results, is_zero = evaluate_decoder(
+                lm, datamodule, decode_config, cfg.trainer, child, cfg.paths.output_dir, child_temporal,
+                records_dirs[name, gen_length],
+            )
             if child is not None and is_zero:
                 child.finalize("success")
             for task, r in results.items():
                 rows.append({"decoder": name, "gen_length": gen_length, "task": task, **r})
             log.info("sweep: %s L=%d done", name, gen_length)
     table = sweep_table(rows)
+    out_dir = Path(sweep.output_dir) if sweep.get("output_dir") else None
+    result: dict[str, Any] = {"rows": rows, "table": table}
     if rank_zero_only.rank == 0:
-        _write_outputs(rows, table, Path(sweep.output_dir) if sweep.get("output_dir") else None, parent)
+        _write_outputs(rows, table, out_dir, parent)
         print("\n" + table)
-    return {"rows": rows, "table": table}
+        if temporal is not None and sweep.get("temporal_report"):
+            result["temporal_table"] = _write_temporal_report(rows, records_dirs, out_dir, parent, temporal)
+            print("\n" + result["temporal_table"])
+    return result
+
+
+def _write_temporal_report(
+    rows: list[dict[str, Any]], records_dirs: dict[tuple[str, int], Path], out_dir: Path | None, parent,
+    temporal: TemporalSettings,
+) -> str:
+    """Table 1 of Time Is a Feature over every setting, and the temporal plots, to ``out_dir`` and ``parent``."""
+    import tempfile
+
+    import pandas as pd
+
+    from dllm_lab.evaluation.plots import plot_all
+
+    table = temporal_table(rows) + "\n"
+    frames = []
+    for (name, _), folder in records_dirs.items():
+        files = sorted((folder / "temporal").glob("*.parquet"))
+        if files:
+            frames.append(read_records(files).assign(decoder=name))
+    with tempfile.TemporaryDirectory() as tmp:
+        target = out_dir or Path(tmp)
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "temporal_table.md").write_text(table)
+        plots = plot_all(pd.concat(frames, ignore_index=True), rows, target / "plots", temporal.timeline_samples) \
+            if frames else []
+        if parent is not None:
+            log_text(parent, table, "temporal_table.md")
+            for path in plots:
+                log_file(parent, path, "plots")
+            parent.experiment.set_tag(parent.run_id, TEMPORAL_TAG, "true")
+    return table
 
 
 def _write_outputs(rows: list[dict[str, Any]], table: str, out_dir: Path | None, parent) -> None:

@@ -1,0 +1,79 @@
+"""Every notebook in notebooks/ runs top to bottom against a tiny MLflow run (nbclient, no papermill).
+
+The kernel is this interpreter (a kernelspec written to a temporary JUPYTER_PATH), so the notebook sees the
+same environment as the tests; parameters reach it through environment variables.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from dllm_lab.evaluation.run import run_eval
+from dllm_lab.paths import project_root
+
+nbclient = pytest.importorskip("nbclient", reason="pip install -e '.[dev]' (nbclient, nbformat, ipykernel)")
+pytest.importorskip("ipykernel")
+
+NOTEBOOKS = project_root() / "notebooks"
+KERNEL = "dllm-lab-tests"
+TESTED = {"temporal_dynamics.ipynb"}  # a new notebook needs a test here
+
+
+@pytest.fixture
+def kernel(tmp_path, monkeypatch) -> str:
+    """A kernelspec running ``sys.executable`` (the venv), single-threaded like the tests."""
+    spec = tmp_path / "jupyter" / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "dllm-lab tests", "language": "python",
+        "env": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"},
+    }))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    return KERNEL
+
+
+def _execute(path: Path, kernel: str, cwd: Path) -> nbformat.NotebookNode:
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name=kernel, resources={"metadata": {"path": str(cwd)}})
+    client.execute()
+    return nb
+
+
+def _outputs(nb: nbformat.NotebookNode, kind: str) -> list[str]:
+    return [o["data"][kind] for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+            if "data" in o and kind in o["data"]]
+
+
+def test_every_notebook_is_tested():
+    assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == TESTED
+
+
+def test_notebooks_are_committed_without_outputs():
+    for path in NOTEBOOKS.glob("*.ipynb"):
+        nb = nbformat.read(path, as_version=4)
+        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{path.name}: clear outputs"
+
+
+def test_temporal_dynamics_redraws_a_tiny_run(compose_cfg, tiny_model_dir, kernel, tmp_path, monkeypatch):
+    run_eval(compose_cfg("eval", [
+        f"model.name_or_path={tiny_model_dir}", "data.num_eval=4", "data.eval_batch_size=4", "decoder.gen_length=16",
+        "decoder.block_length=8", "decoder.steps=8", "~data.eval_tasks.countdown", "trainer.num_threads=1",
+        "temporal.enabled=true", "temporal.plots=false", "print_table=false",
+    ]))
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("dllm-lab/eval").experiment_id])
+    monkeypatch.setenv("DLLM_LAB_RUN_ID", run.info.run_id)  # MLFLOW_TRACKING_URI: the test's own store
+    nb = _execute(NOTEBOOKS / "temporal_dynamics.ipynb", kernel, tmp_path)
+    text = "\n".join(str(o.get("text", "")) for c in nb.cells for o in c.get("outputs", []))
+    assert f"run {run.info.run_id}: 8 samples" in text
+    tables = _outputs(nb, "text/markdown")
+    assert any("TCV exp" in t and "| arith | 16 | 4 |" in t for t in tables)
+    assert len(_outputs(nb, "image/png")) == 3  # timeline, TSE distribution, final vs TCV vs EverPass

@@ -28,6 +28,7 @@ from dllm_lab.decoding import (
     threshold_select,
 )
 from dllm_lab.decoding import loop as loop_module
+from dllm_lab.factory import load_decoder_preset
 from dllm_lab.models.adapter import DiffusionLM
 
 PROMPTS = ["Tom has 3 apples. He buys 4 more.", "Solve 1+2.", "Using the numbers 1, 2, 3, make 6."]
@@ -338,8 +339,10 @@ def test_entropy_only_when_asked_and_stop_protocol(tiny_lm):
 # -- presets ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
 def test_preset_loads_and_batch_equals_alone(tiny_lm, path):
-    values = yaml.safe_load(path.read_text())
+    values = load_decoder_preset(path.stem)
     assert path.read_text().startswith("# ") and set(values) == {f.name for f in dataclasses.fields(DecodeConfig)}
+    if path.stem != "base":  # presets list only what they change on top of base.yaml
+        assert yaml.safe_load(path.read_text())["defaults"] == ["base", "_self_"]
     cfg = DecodeConfig.from_dict(values)
     prompts = PROMPTS[:2]
     batched = decode(tiny_lm, prompts, cfg)

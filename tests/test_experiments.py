@@ -103,3 +103,12 @@ def test_no_absolute_paths_in_configs():
         for line in path.read_text().splitlines():
             value = line.split(":", 1)[-1].strip()
             assert not value.startswith("/"), f"{path}: absolute path {value!r}; use ${{paths.root_dir}}"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (config_dir() / "decoder").glob("*.yaml")))
+def test_decoder_presets_compose_with_every_field(compose_cfg, name):
+    """`decoder=<preset>` gives the full mapping (so any field can be overridden) equal to the preset."""
+    from dllm_lab.factory import load_decoder_preset
+
+    cfg = compose_cfg("eval", [f"decoder={name}", "decoder.seed=3"])
+    assert dict(cfg.decoder) == {**load_decoder_preset(name), "seed": 3}

@@ -126,7 +126,12 @@ def load_decoder_preset(name: str) -> dict[str, Any]:
     if not path.exists():
         choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ValueError(f"unknown decoder preset {name!r}; available: {choices}")
-    return dict(OmegaConf.to_container(OmegaConf.load(path), resolve=True))  # type: ignore[arg-type]
+    preset = OmegaConf.load(path)
+    merged = OmegaConf.create()
+    for parent in preset.pop("defaults", []):  # presets extend `base` through Hydra's defaults list
+        if parent != "_self_":
+            merged = OmegaConf.merge(merged, load_decoder_preset(parent))
+    return dict(OmegaConf.to_container(OmegaConf.merge(merged, preset), resolve=True))  # type: ignore[arg-type]
 
 
 def scale_decoder(values: dict[str, Any], gen_length: int) -> dict[str, Any]:

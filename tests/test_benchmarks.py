@@ -1,0 +1,42 @@
+"""The benchmarks run end to end on tiny settings and print their tables (no timing assertions here:
+speed targets are read off the benchmark tables, not asserted by tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dllm_lab.paths import project_root
+
+pytestmark = pytest.mark.slow
+BENCH = project_root() / "benchmarks"
+
+
+def run(script: str, *args: str) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, env=env,
+                         timeout=600, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_train_throughput_prints_both_loops(tmp_path):
+    stdout = run("train_throughput.py", "--steps", "5", "--rounds", "1", "--batch-size", "4", "--threads", "1",
+                 "--out", str(tmp_path / "t.json"))
+    assert "| plain PyTorch |" in stdout and "| Lightning |" in stdout and "Lightning overhead" in stdout
+    result = json.loads((tmp_path / "t.json").read_text())
+    assert set(result["tokens_per_s"]) == {"plain PyTorch", "Lightning"}
+    assert all(v > 0 for v in result["tokens_per_s"].values())
+
+
+def test_decoding_benchmark_reports_nfe_and_overhead(tmp_path, tiny_model_dir):
+    stdout = run("decoding.py", "--model", str(tiny_model_dir), "--batches", "2", "--reps", "1", "--presets",
+                 "semi_ar", "ass", "--threads", "1", "--out", str(tmp_path / "d.json"))
+    assert "| semi_ar + temporal callback |" in stdout
+    rows = {(r["setting"], r["batch"]): r for r in json.loads((tmp_path / "d.json").read_text())["rows"]}
+    assert rows[("semi_ar", 2)]["nfe"] == 64 and rows[("ass", 2)]["nfe"] == 6  # log2(64) steps
+    assert 0 <= rows[("semi_ar", 2)]["overhead"] < 1

@@ -3,8 +3,8 @@ bidirectional ModernBERT masked LM. Both are plain transformers objects, saved w
 and loaded back through :func:`dllm_lab.models.load_model`, exactly like LLaDA.
 
 ModernBERT was chosen over a Gemma-3 config with bidirectional attention after measuring both on a
-2-core CPU (benchmarks/README.md): at equal width and depth it trains ~1.4x faster and is a native
-masked LM (``AutoModelForMaskedLM``), so no custom head is needed.
+2-core CPU (``benchmarks/model_candidates.py``, table in the README): at equal width and depth it trains
+1.2-1.4x faster and is a native masked LM (``AutoModelForMaskedLM``), so no custom head is needed.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from omegaconf.errors import ConfigKeyError
 
 from dllm_lab.config import ConfigError
 from dllm_lab.evaluation.run import run_eval
-from dllm_lab.paths import config_dir
+from dllm_lab.paths import config_dir, project_root
 from dllm_lab.training.run import run_train
 
 EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
@@ -44,6 +44,8 @@ def test_experiment_runs_fast_dev(name, compose_cfg, tmp_path):
     overrides = [f"experiment={name}", *FAST, "logger=none"]
     if cfg.model.get("init"):
         overrides += TINY_INIT
+    elif not Path(str(cfg.model.name_or_path)).exists():  # tiny_finetune starts from stage 1, which is not shipped
+        overrides += [f"model.name_or_path={project_root() / 'checkpoints' / 'tiny-mdlm'}"]
     if cfg.get("sweep"):
         overrides += ["sweep.gen_lengths=[32]", f"sweep.output_dir={tmp_path}/sweep"]
     if entry == "train":

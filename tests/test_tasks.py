@@ -417,3 +417,15 @@ def test_parquet_and_json_loading(tmp_path, caplog):
     js = tmp_path / "gsm8k.json"
     js.write_text(json.dumps([{"question": "2+2?", "answer": "2+2=4\n#### 4"}]))
     assert get_task("gsm8k").load(source=str(js))[0]["answer"] == "4"
+
+
+def test_countdown_reasoning_uses_the_halving_procedure_when_signs_suffice():
+    from dllm_lab.tasks.countdown import _signed_sum_steps
+
+    steps, answer = _signed_sum_steps([30, 100, 93], 23)
+    assert steps == ["30+100+93=223", "223-23=200", "200/2=100", "30+93-100=23"] and answer == "30+93-100"
+    steps, answer = _signed_sum_steps([90, 12, 40], 38)  # subtract a pair: 12+40=52
+    assert "12+40=52" in steps and answer == "90-12-40" and safe_arith_eval(answer) == 38
+    assert _signed_sum_steps([1, 2, 3], 6)[1] == "1+2+3"
+    assert _signed_sum_steps([3, 4, 5], 17) is None  # 3*4+5: no sign pattern reaches it
+    assert _signed_sum_steps([3, 4, 6], 6) is None  # odd difference

@@ -18,13 +18,13 @@ class Arith(Task):
 
     def sample(self, rng: random.Random) -> Example:
         name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
-        total = rng.randint(2, 60)
+        total = rng.randint(2, 40)
         sentences = [f"{name} has {total} {item}."]
         steps: list[str] = []
         for _ in range(rng.choice([2, 2, 3])):
             kind = rng.choice(["buy", "give", "times"])
-            if kind == "times" and total <= 20:
-                k = rng.randint(2, 4)
+            if kind == "times" and total <= 15:
+                k = rng.randint(2, 3)
                 sentences.append(f"Then {name} gets {k} times as many {item}.")
                 steps.append(f"{total}*{k}={total * k}")
                 total *= k
@@ -34,7 +34,7 @@ class Arith(Task):
                 steps.append(f"{total}-{k}={total - k}")
                 total -= k
             else:
-                k = rng.randint(1, 40)
+                k = rng.randint(1, 30)
                 sentences.append(f"{name} buys {k} more {item}.")
                 steps.append(f"{total}+{k}={total + k}")
                 total += k

@@ -35,6 +35,33 @@ def _steps(shape: str, a: int, b: int, c: int) -> list[str]:
     return [f"{a}{ops[0]}{b}={fmt(first)}", f"{operand(first)}{ops[1]}{c}={fmt(second)}"]
 
 
+def _signed_sum_steps(numbers: list[int], target: int) -> tuple[list[str], str] | None:
+    """Reasoning that finds a +/- solution by halving: with ``S`` the sum of all numbers, the numbers
+    to subtract sum to ``(S - target) / 2``.
+
+    E.g. 30, 100, 93 -> 23: ``30+100+93=223``, ``223-23=200``, ``200/2=100``, ``30+93-100=23``. A
+    pair to subtract gets its own check line (``40+12=52``). Returns ``(steps, answer)``, or ``None``
+    when no sign pattern reaches the target. Every line is a true equation, so a small model can learn
+    the procedure instead of guessing an expression.
+    """
+    total = sum(numbers)
+    diff = total - target
+    if diff < 0 or diff % 2:
+        return None
+    half = diff // 2
+    steps = [f"{'+'.join(map(str, numbers))}={total}", f"{total}-{target}={diff}", f"{diff}/2={half}"]
+    index_sets = [()] if half == 0 else [(i,) for i in range(3)] + [(i, j) for i in range(3) for j in range(i + 1, 3)]
+    for subtract in index_sets:
+        if sum(numbers[i] for i in subtract) != half:
+            continue
+        if len(subtract) == 2:
+            steps.append(f"{numbers[subtract[0]]}+{numbers[subtract[1]]}={half}")
+        keep = [n for i, n in enumerate(numbers) if i not in subtract]
+        answer = "+".join(map(str, keep)) + "".join(f"-{numbers[i]}" for i in subtract)
+        return [*steps, f"{answer}={target}"], answer
+    return None
+
+
 class Countdown(Task):
     name = "countdown"
     required_fields = ("numbers", "target")
@@ -112,7 +139,11 @@ class Countdown(Task):
         return 1.0 if self.answer_is_correct(answer, example) else 0.1
 
     def sample(self, rng: random.Random) -> Example:
-        """Three numbers in 1..100 and a target in 1..100 reachable by one of ``_SHAPES``."""
+        """Three numbers in 1..100 and a target in 1..100 reachable by one of ``_SHAPES``.
+
+        The reference reasoning is the halving procedure of :func:`_signed_sum_steps` when a +/-
+        solution exists, else the two equations of the generating shape.
+        """
         shapes, weights = zip(*_SHAPES, strict=True)
         while True:
             a, b, c = (rng.randint(1, 100) for _ in range(3))
@@ -129,4 +160,7 @@ class Countdown(Task):
                 continue
             numbers = [a, b, c]
             rng.shuffle(numbers)
+            signed = _signed_sum_steps(numbers, int(value))
+            if signed is not None:  # prefer the learnable halving procedure when a +/- solution exists
+                steps, expr = signed
             return {"numbers": numbers, "target": int(value), "answer": expr, "reasoning": "\n".join(steps)}

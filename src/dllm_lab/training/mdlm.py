@@ -41,6 +41,7 @@ class MDLMModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["lm"], logger=False)  # the entry point logs the config itself
         self.lm = lm
+        self.train()  # from_pretrained returns eval-mode modules; fine-tuning wants dropout active
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.lm.logits(input_ids)
@@ -53,7 +54,7 @@ class MDLMModule(L.LightningModule):
         loss = self._loss(batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(
-                f"non-finite training loss at step {self.global_step}; lower optim.lr or enable "
+                f"non-finite training loss at step {self.global_step}; lower algo.lr or enable "
                 "gradient clipping (trainer.gradient_clip_val); the last checkpoint is kept"
             )
         tokens = batch["input_ids"].numel()

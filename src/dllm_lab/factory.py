@@ -56,9 +56,12 @@ def build_model(model_cfg: DictConfig, data_cfg: DictConfig | None = None, seed:
     )
 
 
-def build_datamodule(data_cfg: DictConfig, lm: DiffusionLM, seed: int = 0) -> TaskDataModule:
+def build_datamodule(
+    data_cfg: DictConfig, lm: DiffusionLM, seed: int = 0, train_mode: str = "sft"
+) -> TaskDataModule:
+    """The task DataModule; ``train_mode="prompts"`` streams prompt batches for RL instead of SFT batches."""
     kwargs: dict[str, Any] = OmegaConf.to_container(data_cfg, resolve=True)  # type: ignore[assignment]
-    return TaskDataModule(chat=lm.chat, mask_token_id=lm.mask_token_id, seed=seed, **kwargs)
+    return TaskDataModule(chat=lm.chat, mask_token_id=lm.mask_token_id, seed=seed, train_mode=train_mode, **kwargs)
 
 
 def build_logger(cfg: DictConfig, root: Path, run_id: str | None = None):
@@ -92,7 +95,11 @@ def build_logger(cfg: DictConfig, root: Path, run_id: str | None = None):
     return logger
 
 
-def build_trainer(trainer_cfg: DictConfig, logger, callbacks: list, default_root_dir: str) -> L.Trainer:
+def build_trainer(
+    trainer_cfg: DictConfig, logger, callbacks: list, default_root_dir: str, manual_optimization: bool = False
+) -> L.Trainer:
+    """The Lightning Trainer. ``manual_optimization`` (RL modules clip per update themselves) leaves out
+    ``trainer.gradient_clip_val``, which Lightning refuses for manually optimised modules."""
     if trainer_cfg.get("num_threads"):
         torch.set_num_threads(int(trainer_cfg.num_threads))
     return L.Trainer(
@@ -105,7 +112,7 @@ def build_trainer(trainer_cfg: DictConfig, logger, callbacks: list, default_root
         val_check_interval=trainer_cfg.val_check_interval,
         check_val_every_n_epoch=None,
         limit_val_batches=trainer_cfg.get("limit_val_batches"),
-        gradient_clip_val=trainer_cfg.gradient_clip_val,
+        gradient_clip_val=None if manual_optimization else trainer_cfg.gradient_clip_val,
         accumulate_grad_batches=trainer_cfg.accumulate_grad_batches,
         log_every_n_steps=trainer_cfg.log_every_n_steps,
         fast_dev_run=trainer_cfg.fast_dev_run,

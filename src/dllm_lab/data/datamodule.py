@@ -25,7 +25,10 @@ def _rank_world() -> tuple[int, int]:
 
 
 class TaskMixtureStream(IterableDataset):
-    """An endless, pre-batched SFT stream over a weighted mixture of synthetic tasks.
+    """An endless, pre-batched stream over a weighted mixture of synthetic tasks.
+
+    Items carry the prompt, its reference completion and the example, so the ``collator`` decides what a
+    batch is: :class:`SFTCollator` (noised SFT inputs) or :class:`PromptCollator` (prompts for RL rollouts).
 
     Global sample ``g`` is a pure function of ``(seed, g)``: its task is drawn by weight, then the
     task's generator draws the example. Rank ``r`` of ``W`` takes global batches ``j*W + r`` and worker
@@ -40,7 +43,7 @@ class TaskMixtureStream(IterableDataset):
         tasks: Sequence[Task],
         weights: Sequence[float],
         chat: ChatFormat,
-        collator: SFTCollator,
+        collator: SFTCollator | PromptCollator,
         batch_size: int,
         seed: int = 0,
         exclude: set[str] | None = None,
@@ -66,13 +69,13 @@ class TaskMixtureStream(IterableDataset):
             prompt = task.build_prompt(example)
             if prompt not in self.exclude:
                 break
-        return {
-            "key": g,
-            "prompt_ids": self.chat.prompt_ids(prompt),
-            "response_ids": self.chat.response_ids(task.reference_completion(example)),
-        }
+        item = {"key": g, "prompt_ids": self.chat.prompt_ids(prompt), "example": example, "task": task.name,
+                "prompt": prompt}
+        if isinstance(self.collator, SFTCollator):
+            item["response_ids"] = self.chat.response_ids(task.reference_completion(example))
+        return item
 
-    def batch(self, global_batch: int) -> dict[str, torch.Tensor]:
+    def batch(self, global_batch: int) -> dict[str, Any]:
         first = global_batch * self.batch_size
         return self.collator([self.item(g) for g in range(first, first + self.batch_size)])
 
@@ -130,6 +133,7 @@ class TaskDataModule(L.LightningDataModule):
         min_response_length: int = 0,
         long_response_length: int = 0,
         long_response_prob: float = 0.0,
+        train_mode: str = "sft",
     ) -> None:
         super().__init__()
         self.chat, self.mask_token_id = chat, mask_token_id
@@ -149,6 +153,9 @@ class TaskDataModule(L.LightningDataModule):
             long_response_prob=long_response_prob,
             seed=seed,
         )
+        if train_mode not in ("sft", "prompts"):
+            raise ValueError(f"data.train_mode={train_mode!r}: choose 'sft' (noised SFT batches) or 'prompts' (RL)")
+        self.train_mode = train_mode
         self._eval_sets: list[PromptSet] | None = None
         self._train: TaskMixtureStream | None = None
         self._resume_batch = 0
@@ -175,7 +182,8 @@ class TaskDataModule(L.LightningDataModule):
     # -- loaders --------------------------------------------------------------------------------
     def _stream(self, seed: int, exclude: set[str]) -> TaskMixtureStream:
         tasks = [get_task(n, prompt_style=self.prompt_style) for n in self.task_names]
-        return TaskMixtureStream(tasks, self.weights, self.chat, self.collator, self.batch_size, seed, exclude)
+        collator = self.collator if self.train_mode == "sft" else PromptCollator(self.chat.eos_token_ids[0])
+        return TaskMixtureStream(tasks, self.weights, self.chat, collator, self.batch_size, seed, exclude)
 
     def train_dataloader(self) -> DataLoader:
         held_out = {p for s in self.eval_sets() if s.task.name in self.task_names for p in s.prompts}
@@ -185,6 +193,8 @@ class TaskDataModule(L.LightningDataModule):
                           persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
+        if self.train_mode == "prompts":  # RL validates by decoding the evaluation sets
+            return self.test_dataloader()
         stream = self._stream(self.seed + 10_000, set())
         rank, world = _rank_world()
         batches = [stream.batch(j * world + rank) for j in range(self.num_val_batches)]
@@ -205,7 +215,10 @@ class TaskDataModule(L.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         # Checkpoints are written after an optimizer step, so every batch up to it has been consumed.
         trainer = getattr(self, "trainer", None)
-        seen = trainer.global_step * trainer.accumulate_grad_batches if trainer is not None else 0
+        seen = 0
+        if trainer is not None:  # RL modules take several optimizer steps per batch
+            per_batch = getattr(trainer.lightning_module, "optimizer_steps_per_batch", 1)
+            seen = trainer.global_step * trainer.accumulate_grad_batches // per_batch
         return {"batches_seen": int(seen)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -1,0 +1,143 @@
+"""GRPOModule: every algo x decoder preset runs, bad settings fail at start, exact resume, DDP."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import lightning as L
+import mlflow
+import pytest
+import torch
+
+from dllm_lab.config import ConfigError
+from dllm_lab.factory import load_decoder_preset, scale_decoder
+from dllm_lab.paths import config_dir
+from dllm_lab.training.run import run_train
+
+ALGOS = sorted(p.stem for p in (config_dir() / "algo").glob("*.yaml") if p.stem != "mdlm_sft")
+DECODERS = sorted(p.stem for p in (config_dir() / "decoder").glob("*.yaml") if p.stem != "base")
+FAST_RL = [
+    "experiment=rl_countdown", "data.num_eval=2", "data.eval_batch_size=2", "data.batch_size=2",
+    "algo.num_generations=2", "algo.sample_table_every=1", "trainer.num_threads=1", "eval_after_fit=false",
+    "trainer.log_every_n_steps=1",
+]
+SMALL_DECODE = ["decoder.gen_length=16", "decoder.block_length=8", "decoder.steps=8"]
+
+
+def test_presets_exist():
+    assert {"diffu_grpo", "one_step_grpo", "cj_grpo", "tcr", "tcr_acc"} <= set(ALGOS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("algo", ALGOS)
+def test_every_algo_and_decoder_pair_runs_a_fast_dev_step(algo, decoder, compose_cfg, tiny_model_dir, tmp_path):
+    cfg = compose_cfg("train", [*FAST_RL, f"algo={algo}", f"decoder={decoder}", f"model.name_or_path={tiny_model_dir}",
+                                "trainer.fast_dev_run=true", "logger=none"])
+    preset = load_decoder_preset(decoder)
+    length = 32 if preset.get("infill") else 16  # the template needs room for its delimiter
+    values = scale_decoder(preset, length)
+    if values.get("block_length") and values["block_length"] > length:
+        values["block_length"] = length
+    if values.get("infill"):
+        values.update(infill_reasoning_length=8, infill_answer_length=4)
+    for key, value in values.items():
+        cfg.decoder[key] = value
+    metrics = run_train(cfg)
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    assert 0.0 <= metrics["train/accuracy"] <= 1.0 and metrics["train/nfe_per_rollout"] >= 1
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("algo.num_generations=1", "num_generations"),
+        ("algo.temperature=0", "temperature"),
+        ("algo.rewards=[speed]", "algo.rewards"),
+        ("algo.reward_weights=[1.0,2.0]", "reward_weights"),
+        ("algo.estimator=two_step", "algo.estimator"),
+    ],
+)
+def test_bad_settings_fail_at_start_naming_the_setting(override, message, compose_cfg, tiny_model_dir):
+    cfg = compose_cfg("train", [*FAST_RL, *SMALL_DECODE, f"model.name_or_path={tiny_model_dir}", override,
+                                "logger=none"])
+    with pytest.raises(ConfigError, match=message):
+        run_train(cfg)
+
+
+def _weights(module: L.LightningModule) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.lm.model.state_dict().items()}
+
+
+class _KeepModule(L.Callback):
+    def on_train_end(self, trainer, pl_module):
+        self.weights = _weights(pl_module)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["diffu_grpo", "cj_grpo"])
+def test_resume_continues_the_same_run_step_optimizer_and_data(algo, compose_cfg, tiny_model_dir, tmp_path):
+    # mu = 2 updates per rollout: 4 updates = 2 rollouts; the "killed" job stopped after the first rollout
+    common = [*FAST_RL, *SMALL_DECODE, f"algo={algo}", f"model.name_or_path={tiny_model_dir}",
+              "algo.num_iterations=2", "trainer.max_steps=4", "trainer.checkpoint_every_n_steps=2",
+              "trainer.val_check_interval=100", "algo.lr=1e-3"]
+    straight_cfg = compose_cfg("train", [*common, "run_name=job"])
+    straight_cfg.paths.output_dir = str(tmp_path / "job")
+    straight = _KeepModule()
+    run_train(straight_cfg, callbacks=[straight])
+    ckpt = next((tmp_path / "job" / "checkpoints").glob("*step=2.ckpt"))
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert state["global_step"] == 2 and state["optimizer_states"][0]["state"], "optimizer state is saved"
+    resumed_cfg = compose_cfg("train", [*common, f"ckpt_path='{ckpt}'"])
+    resumed_cfg.paths.output_dir = str(tmp_path / "resumed")
+    resumed = _KeepModule()
+    run_train(resumed_cfg, callbacks=[resumed])
+
+    for k, v in straight.weights.items():
+        torch.testing.assert_close(v, resumed.weights[k], rtol=0, atol=1e-6, msg=k)
+    client = mlflow.MlflowClient()
+    runs = client.search_runs(client.get_experiment_by_name("dllm-lab/rl_countdown").experiment_id)
+    assert len(runs) == 1, "resuming continues the run stored in the checkpoint"
+    by_step: dict[int, list[float]] = {}
+    for m in client.get_metric_history(runs[0].info.run_id, "train/reward"):
+        by_step.setdefault(m.step, []).append(m.value)
+    assert len(by_step) == 2
+    last = max(by_step)
+    assert len(by_step[last]) == 2 and by_step[last][0] == pytest.approx(by_step[last][1]), (
+        "the second rollout, run before the kill and after resuming, sees the same prompts and samples")
+
+
+class _RankRecorder(L.Callback):
+    """Per rank: the rollout texts and a digest of the weights after each step (to a json file)."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        digest = hashlib.sha256()
+        for v in pl_module.lm.model.state_dict().values():
+            digest.update(v.detach().cpu().numpy().tobytes())
+        record = {"texts": pl_module.last_rollout.texts, "weights": digest.hexdigest(),
+                  "prompts": [str(e) for e in pl_module.last_rollout.examples]}
+        with open(f"{self.out_dir}/rank{trainer.global_rank}_step{trainer.global_step}.json", "w") as fh:
+            json.dump(record, fh)
+
+
+@pytest.mark.slow
+def test_ddp_rollouts_differ_per_rank_and_updates_stay_in_sync(compose_cfg, tiny_model_dir, tmp_path):
+    cfg = compose_cfg("train", [*FAST_RL, *SMALL_DECODE, f"model.name_or_path={tiny_model_dir}", "trainer=ddp_cpu",
+                                "trainer.max_steps=2", "algo.num_iterations=1", "trainer.val_check_interval=100",
+                                "algo.lr=1e-3", "run_name=ddp"])
+    run_train(cfg, callbacks=[_RankRecorder(str(tmp_path))])
+    for step in (1, 2):
+        r0 = json.loads((tmp_path / f"rank0_step{step}.json").read_text())
+        r1 = json.loads((tmp_path / f"rank1_step{step}.json").read_text())
+        assert set(r0["prompts"]).isdisjoint(r1["prompts"]), "ranks roll out different prompts"
+        assert r0["weights"] == r1["weights"], "gradients are averaged, so every rank applies the same update"
+    first = json.loads((tmp_path / "rank0_step1.json").read_text())["weights"]
+    assert first != json.loads((tmp_path / "rank0_step2.json").read_text())["weights"], "the policy moved"
+    client = mlflow.MlflowClient()
+    runs = client.search_runs(client.get_experiment_by_name("dllm-lab/rl_countdown").experiment_id)
+    assert [r.info.run_name for r in runs] == ["ddp"], "one MLflow run per DDP job"
+    assert {m.step for m in client.get_metric_history(runs[0].info.run_id, "train/reward")} == {0, 1}, "one point per rollout"

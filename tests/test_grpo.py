@@ -13,7 +13,12 @@ import torch
 from dllm_lab.config import ConfigError
 from dllm_lab.factory import load_decoder_preset, scale_decoder
 from dllm_lab.paths import config_dir
+from dllm_lab.rl import register_reward
 from dllm_lab.training.run import run_train
+
+# A reward that (almost) always differs within a group, so advantages and gradients are non-zero even
+# for an untrained policy. Registered at import: DDP workers import this module too.
+register_reward("text_length", lambda completions, examples: [len(c) % 7 / 6 for c in completions])
 
 ALGOS = sorted(p.stem for p in (config_dir() / "algo").glob("*.yaml") if p.stem != "mdlm_sft")
 DECODERS = sorted(p.stem for p in (config_dir() / "decoder").glob("*.yaml") if p.stem != "base")
@@ -108,18 +113,28 @@ def test_resume_continues_the_same_run_step_optimizer_and_data(algo, compose_cfg
         "the second rollout, run before the kill and after resuming, sees the same prompts and samples")
 
 
+def _digest(tensors) -> str:
+    digest = hashlib.sha256()
+    for v in tensors:
+        digest.update(v.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
 class _RankRecorder(L.Callback):
     """Per rank: the rollout texts and a digest of the weights after each step (to a json file)."""
 
     def __init__(self, out_dir: str) -> None:
         self.out_dir = out_dir
 
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        grads = [p.grad for p in pl_module.lm.parameters() if p.grad is not None]
+        self.grad_digest = _digest(grads)
+        self.grad_norm = float(torch.stack([g.norm() for g in grads]).norm()) if grads else 0.0
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        digest = hashlib.sha256()
-        for v in pl_module.lm.model.state_dict().values():
-            digest.update(v.detach().cpu().numpy().tobytes())
-        record = {"texts": pl_module.last_rollout.texts, "weights": digest.hexdigest(),
-                  "prompts": [str(e) for e in pl_module.last_rollout.examples]}
+        record = {"texts": pl_module.last_rollout.texts, "weights": _digest(pl_module.lm.model.state_dict().values()),
+                  "prompts": [str(e) for e in pl_module.last_rollout.examples], "grads": self.grad_digest,
+                  "grad_norm": self.grad_norm}
         with open(f"{self.out_dir}/rank{trainer.global_rank}_step{trainer.global_step}.json", "w") as fh:
             json.dump(record, fh)
 
@@ -128,16 +143,41 @@ class _RankRecorder(L.Callback):
 def test_ddp_rollouts_differ_per_rank_and_updates_stay_in_sync(compose_cfg, tiny_model_dir, tmp_path):
     cfg = compose_cfg("train", [*FAST_RL, *SMALL_DECODE, f"model.name_or_path={tiny_model_dir}", "trainer=ddp_cpu",
                                 "trainer.max_steps=2", "algo.num_iterations=1", "trainer.val_check_interval=100",
-                                "algo.lr=1e-3", "run_name=ddp"])
+                                "algo.lr=1e-3", "algo.weight_decay=0", "algo.rewards=[text_length]", "run_name=ddp"])
     run_train(cfg, callbacks=[_RankRecorder(str(tmp_path))])
     for step in (1, 2):
         r0 = json.loads((tmp_path / f"rank0_step{step}.json").read_text())
         r1 = json.loads((tmp_path / f"rank1_step{step}.json").read_text())
         assert set(r0["prompts"]).isdisjoint(r1["prompts"]), "ranks roll out different prompts"
-        assert r0["weights"] == r1["weights"], "gradients are averaged, so every rank applies the same update"
+        assert r0["texts"] != r1["texts"]
+        assert r0["grad_norm"] > 0 and r1["grad_norm"] > 0
+        assert r0["grads"] == r1["grads"], "gradients are averaged across ranks before the step"
+        assert r0["weights"] == r1["weights"], "so every rank applies the same update"
     first = json.loads((tmp_path / "rank0_step1.json").read_text())["weights"]
     assert first != json.loads((tmp_path / "rank0_step2.json").read_text())["weights"], "the policy moved"
     client = mlflow.MlflowClient()
     runs = client.search_runs(client.get_experiment_by_name("dllm-lab/rl_countdown").experiment_id)
     assert [r.info.run_name for r in runs] == ["ddp"], "one MLflow run per DDP job"
-    assert {m.step for m in client.get_metric_history(runs[0].info.run_id, "train/reward")} == {0, 1}, "one point per rollout"
+    steps = {m.step for m in client.get_metric_history(runs[0].info.run_id, "train/reward")}
+    assert steps == {0, 1}, "one point per rollout"
+
+
+@pytest.mark.slow
+def test_lora_trains_only_the_adapter_and_the_base_is_the_reference(compose_cfg, tiny_model_dir):
+    from dllm_lab.models import load_model
+
+    base = {k: v.clone() for k, v in load_model(tiny_model_dir).model.state_dict().items()}
+    cfg = compose_cfg("train", [*FAST_RL, *SMALL_DECODE, f"model.name_or_path={tiny_model_dir}", "logger=none",
+                                "algo.lora={r: 4, alpha: 8, dropout: 0.0, target_modules: all-linear}",
+                                "trainer.max_steps=2", "algo.num_iterations=2", "algo.lr=1e-2",
+                                "algo.rewards=[text_length]",
+                                "trainer.val_check_interval=100"])
+    keep = _KeepModule()
+    run_train(cfg, callbacks=[keep])
+    lora = {k: v for k, v in keep.weights.items() if "lora_" in k}
+    assert lora and any(v.abs().sum() > 0 for k, v in lora.items() if "lora_B" in k), "the adapter was trained"
+    frozen = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
+              for k, v in keep.weights.items() if "lora_" not in k}
+    assert frozen.keys() == base.keys()
+    for k, v in base.items():
+        torch.testing.assert_close(frozen[k], v, rtol=0, atol=0, msg=k)

@@ -22,6 +22,8 @@ from dllm_lab.rl.rewards import (
     TCR_RULES,
     RewardFn,
     correctness_reward,
+    register_reward,
+    registered_rewards,
     task_reward,
     tcr_reward,
     weighted_sum,
@@ -29,6 +31,7 @@ from dllm_lab.rl.rewards import (
 
 __all__ = [
     "ADVANTAGE_SCALES", "LOG_SCORE_EPS", "TCR_RULES", "RewardFn", "commit_steps", "completion_mask",
-    "correctness_reward", "full_mask_logps", "group_advantages", "one_step_logps", "policy_loss", "task_reward",
+    "correctness_reward", "full_mask_logps", "group_advantages", "one_step_logps", "policy_loss", "register_reward",
+    "registered_rewards", "task_reward",
     "tcr_reward", "trajectory_logps", "weighted_sum",
 ]

@@ -19,6 +19,24 @@ TCR_RULES = ("tse", "fixed", "brier", "logarithmic", "spherical", "proper_spheri
 LOG_SCORE_EPS = 1e-6  # c is clipped to [eps, 1 - eps] before the logarithmic score takes log c, log(1-c)
 
 
+_REGISTRY: dict[str, RewardFn] = {}
+
+
+def register_reward(name: str, fn: RewardFn) -> None:
+    """Make ``fn`` selectable by name in ``algo.rewards`` (e.g. a format or length reward of your own).
+
+    Register at import time of a module your run imports, so DDP worker processes register it too.
+    """
+    if name in ("task", "correct", "tcr"):
+        raise ValueError(f"reward name {name!r} is built in; pick another name")
+    _REGISTRY[name] = fn
+
+
+def registered_rewards() -> dict[str, RewardFn]:
+    """The rewards added with :func:`register_reward`, by name."""
+    return dict(_REGISTRY)
+
+
 def _check_batch(completions: list[str], examples: list[Example]) -> None:
     if len(completions) != len(examples):
         raise ValueError(

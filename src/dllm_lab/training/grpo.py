@@ -41,6 +41,7 @@ from dllm_lab.rl import (
     group_advantages,
     one_step_logps,
     policy_loss,
+    registered_rewards,
     tcr_reward,
     trajectory_logps,
     weighted_sum,
@@ -219,7 +220,9 @@ class GRPOModule(L.LightningModule):
                 rewards[name] = torch.tensor(values, dtype=torch.float32)
             elif name == "correct":
                 rewards[name] = correct.clone()
-            else:  # tcr
+            elif name != "tcr":  # registered with dllm_lab.rl.register_reward
+                rewards[name] = torch.tensor(registered_rewards()[name](out.texts, examples), dtype=torch.float32)
+            else:
                 samples = out.extras["temporal"]
                 tse = torch.tensor([s.tse for s in samples], dtype=torch.float32)
                 kept = [len(s.answers) - _first_kept(len(s.answers), hp.tse_skip_ratio) for s in samples]
@@ -245,7 +248,9 @@ class GRPOModule(L.LightningModule):
         """One prompt-mask seed per inner iteration, shared by the old, reference and current policy."""
         return rollout_seed * 97 + iteration
 
-    def logps(self, lm: DiffusionLM, ro: Rollout, iteration: int, rollout_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def logps(
+        self, lm: DiffusionLM, ro: Rollout, iteration: int, rollout_seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token log-probs and their mask: (N, L) for one-step estimators, (S, N, L) for ``trajectory``."""
         hp = self.hparams
         if hp.estimator == "trajectory":
@@ -356,9 +361,13 @@ def check_grpo_settings(
     """Fail at start, naming the setting, instead of mid-run."""
     if estimator not in ESTIMATORS:
         raise ConfigError(f"algo.estimator={estimator!r}: choose one of {ESTIMATORS}")
-    unknown = sorted(set(rewards) - set(REWARDS))
+    known = (*REWARDS, *registered_rewards())
+    unknown = sorted(set(rewards) - set(known))
     if unknown or not rewards:
-        raise ConfigError(f"algo.rewards={dict(rewards)}: reward names must be among {REWARDS}")
+        raise ConfigError(
+            f"algo.rewards={list(rewards)}: reward names must be among {known} (add your own with "
+            "dllm_lab.rl.register_reward)"
+        )
     if num_generations < 2:
         raise ConfigError(f"algo.num_generations={num_generations}: GRPO needs >= 2 completions per prompt")
     if num_iterations < 1:

@@ -39,10 +39,11 @@ def _signed_sum_steps(numbers: list[int], target: int) -> tuple[list[str], str] 
     """Reasoning that finds a +/- solution by halving: with ``S`` the sum of all numbers, the numbers
     to subtract sum to ``(S - target) / 2``.
 
-    E.g. 30, 100, 93 -> 23: ``30+100+93=223``, ``223-23=200``, ``200/2=100``, ``30+93-100=23``. A
-    pair to subtract gets its own check line (``40+12=52``). Returns ``(steps, answer)``, or ``None``
-    when no sign pattern reaches the target. Every line is a true equation, so a small model can learn
-    the procedure instead of guessing an expression.
+    E.g. 30, 100, 93 -> 23: ``30+100+93=223``, ``223-23=200``, ``200/2=100`` (subtract 100: the
+    answer is ``30+93-100``). A pair to subtract gets its own line (``12+40=52``). Returns
+    ``(steps, answer)``, or ``None`` when no sign pattern reaches the target. Every line is a true
+    equation, so a small model can learn the procedure instead of guessing an expression; the lines
+    stay short so that reasoning and answer fit the default 64-token canvas.
     """
     total = sum(numbers)
     diff = total - target
@@ -58,7 +59,7 @@ def _signed_sum_steps(numbers: list[int], target: int) -> tuple[list[str], str] 
             steps.append(f"{numbers[subtract[0]]}+{numbers[subtract[1]]}={half}")
         keep = [n for i, n in enumerate(numbers) if i not in subtract]
         answer = "+".join(map(str, keep)) + "".join(f"-{numbers[i]}" for i in subtract)
-        return [*steps, f"{answer}={target}"], answer
+        return steps, answer
     return None
 
 

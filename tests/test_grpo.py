@@ -181,3 +181,19 @@ def test_lora_trains_only_the_adapter_and_the_base_is_the_reference(compose_cfg,
     assert frozen.keys() == base.keys()
     for k, v in base.items():
         torch.testing.assert_close(frozen[k], v, rtol=0, atol=0, msg=k)
+
+
+@pytest.mark.slow
+def test_rl_study_report_has_before_and_after_per_seed(compose_cfg, tiny_model_dir, tmp_path):
+    from dllm_lab.evaluation.rl_report import write_report
+
+    for seed in (0, 1):
+        run_train(compose_cfg("train", [*FAST_RL, *SMALL_DECODE, f"model.name_or_path={tiny_model_dir}",
+                                        f"seed={seed}", "trainer.max_steps=2", "eval_after_fit=true"]))
+    table = write_report(mlflow.get_tracking_uri(), tmp_path)
+    row = next(line for line in table.splitlines() if "accuracy reward (d1)" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "0,1" and "±" in cells[2] and "±" in cells[3]
+    assert (tmp_path / "results.md").read_text().strip() == table
+    runs = (tmp_path / "runs.csv").read_text().splitlines()
+    assert len(runs) == 3 and runs[0].startswith("arm,seed,before,after")

@@ -64,6 +64,8 @@ def run_train(cfg: DictConfig, callbacks: list | None = None) -> dict[str, Any]:
         ),
     ]
     trainer = build_trainer(cfg.trainer, logger, callbacks, str(output_dir), manual_optimization=rl)
+    if cfg.get("validate_before_fit") and not cfg.get("ckpt_path") and not cfg.trainer.fast_dev_run:
+        trainer.validate(module, datamodule=datamodule, verbose=False)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 

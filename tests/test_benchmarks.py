@@ -40,3 +40,13 @@ def test_decoding_benchmark_reports_nfe_and_overhead(tmp_path, tiny_model_dir):
     rows = {(r["setting"], r["batch"]): r for r in json.loads((tmp_path / "d.json").read_text())["rows"]}
     assert rows[("semi_ar", 2)]["nfe"] == 64 and rows[("ass", 2)]["nfe"] == 6  # log2(64) steps
     assert 0 <= rows[("semi_ar", 2)]["overhead"] < 1
+
+
+def test_rl_step_benchmark_replays_log2_states_with_ass(tmp_path, tiny_model_dir):
+    stdout = run("rl_step.py", "--model", str(tiny_model_dir), "--prompts", "1", "--generations", "2", "--reps", "1",
+                 "--gen-length", "16", "--threads", "1", "--cpu", "--out", str(tmp_path / "r.json"))
+    assert "| setting | states replayed |" in stdout
+    rows = {r["setting"]: r for r in json.loads((tmp_path / "r.json").read_text())["rows"]}
+    assert rows["trajectory (CJ-GRPO), eoser_ass log2 L steps"]["states"] == 4  # log2(16)
+    assert rows["trajectory (CJ-GRPO), semi_ar L/2 steps"]["states"] == 8
+    assert all(r["rollout_s"] > 0 and r["update_s"] > 0 for r in rows.values())

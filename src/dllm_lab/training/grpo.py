@@ -183,7 +183,8 @@ class GRPOModule(L.LightningModule):
     def _rollout_seed(self) -> int:
         """Distinct per rollout and rank, reproducible across runs and resumes."""
         rollout_index = self.global_step // self.optimizer_steps_per_batch
-        return int(self.hparams.seed) * 1_000_003 + rollout_index * max(1, self.trainer.world_size) + self.global_rank
+        world = self.trainer.world_size if self._trainer is not None else 1  # no trainer: notebooks, benchmarks
+        return int(self.hparams.seed) * 1_000_003 + rollout_index * world + self.global_rank
 
     def rollout(self, batch: dict[str, Any]) -> Rollout:
         hp = self.hparams

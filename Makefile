@@ -1,7 +1,7 @@
 # Everyday commands. Each one sets up .venv first (scripts/setup.sh, a no-op once done).
 PY := .venv/bin/python
 
-.PHONY: setup quickstart test test-fast lint bench train-tiny clean
+.PHONY: setup quickstart test test-fast lint bench train-tiny rl-study rl-report ablation temporal clean
 
 setup:
 	bash scripts/setup.sh
@@ -18,11 +18,27 @@ test-fast: setup  ## skip the slow end-to-end tests
 lint: setup
 	$(PY) -m ruff check src tests benchmarks
 
-bench: setup  ## training-throughput benchmark (Lightning vs plain PyTorch)
+bench: setup  ## every benchmark table (training throughput, decoding, RL step)
 	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/decoding.py
+	$(PY) benchmarks/rl_step.py
 
-train-tiny: setup  ## retrain the embedded model from scratch (~80 min on 2 CPU cores)
+train-tiny: setup  ## retrain the embedded model: stage 1 from scratch, then stage 2 (~2.5 h on 2 CPU cores)
 	$(PY) -m dllm_lab.cli.train experiment=tiny_pretrain
+	$(PY) -m dllm_lab.cli.train experiment=tiny_finetune
+
+ablation: setup  ## the decoding ablation -> experiments/decoding_ablation/
+	$(PY) -m dllm_lab.cli.eval experiment=decoding_ablation
+
+temporal: setup  ## the temporal-voting study -> experiments/temporal_voting/
+	$(PY) -m dllm_lab.cli.eval experiment=temporal_voting
+
+rl-study: setup  ## the RL study: 4 arms x 3 seeds (Hydra multirun), then its table
+	$(PY) -m dllm_lab.cli.train -m experiment=rl_countdown,rl_tse,rl_tse_acc,rl_cj_grpo seed=0,1,2
+	$(PY) -m dllm_lab.cli.rl_report
+
+rl-report: setup  ## rebuild experiments/rl/results.md from the MLflow runs
+	$(PY) -m dllm_lab.cli.rl_report
 
 clean:
 	rm -rf logs outputs .pytest_cache

@@ -197,3 +197,41 @@ def test_rl_study_report_has_before_and_after_per_seed(compose_cfg, tiny_model_d
     assert (tmp_path / "results.md").read_text().strip() == table
     runs = (tmp_path / "runs.csv").read_text().splitlines()
     assert len(runs) == 3 and runs[0].startswith("arm,seed,before,after")
+
+
+@pytest.mark.parametrize("estimator", ["one_step", "full_mask", "trajectory"])
+def test_updates_raise_the_likelihood_of_positive_advantage_completions(estimator, tiny_model_dir):
+    from dllm_lab.data.collate import left_pad
+    from dllm_lab.decoding import DecodeConfig
+    from dllm_lab.models import load_model
+    from dllm_lab.rl import policy_loss
+    from dllm_lab.tasks import get_task
+    from dllm_lab.training.grpo import GRPOModule
+
+    torch.manual_seed(0)
+    lm = load_model(tiny_model_dir)
+    decoder = DecodeConfig(gen_length=16, block_length=8, steps=8, temperature=1.0)
+    module = GRPOModule(lm, decoder, estimator=estimator, num_generations=2, beta=0.0)
+    task = get_task("countdown", prompt_style="compact")
+    example = task.synthetic(1, seed=3)[0]
+    ids, mask = left_pad([lm.chat.prompt_ids(task.build_prompt(example))], lm.pad_token_id)
+    ro = module.rollout({"prompt_ids": ids, "attention_mask": mask, "examples": [example], "tasks": ["countdown"]})
+    assert not torch.equal(ro.completion[0], ro.completion[1]), "the two samples must differ for this test"
+    ro.advantages = torch.tensor([1.0, -1.0])  # reward the first completion, penalise the second
+
+    def sequence_logp() -> torch.Tensor:
+        with torch.no_grad():
+            logp, m = module.logps(lm, ro, 0, rollout_seed=0)
+        total = logp * m  # (2, L), or (S, 2, L) for trajectory
+        return total.sum(-1) if total.dim() == 2 else total.sum((0, 2))
+
+    before = sequence_logp()
+    optimizer = torch.optim.SGD(lm.parameters(), lr=0.05)
+    for _ in range(3):
+        logp, m = module.logps(lm, ro, 0, rollout_seed=0)
+        loss, _ = policy_loss(logp, logp.detach(), None, ro.advantages, m, beta=0.0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = sequence_logp()
+    assert after[0] > before[0] and after[1] < before[1], (before, after)

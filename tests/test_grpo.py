@@ -163,14 +163,14 @@ def test_ddp_rollouts_differ_per_rank_and_updates_stay_in_sync(compose_cfg, tiny
 
 
 @pytest.mark.slow
-def test_lora_trains_only_the_adapter_and_the_base_is_the_reference(compose_cfg, tiny_model_dir):
+def test_lora_trains_only_the_adapter_and_the_base_is_the_reference(compose_cfg, tiny_model_dir, tmp_path):
     from dllm_lab.models import load_model
 
     base = {k: v.clone() for k, v in load_model(tiny_model_dir).model.state_dict().items()}
     cfg = compose_cfg("train", [*FAST_RL, *SMALL_DECODE, f"model.name_or_path={tiny_model_dir}", "logger=none",
                                 "algo.lora={r: 4, alpha: 8, dropout: 0.0, target_modules: all-linear}",
                                 "trainer.max_steps=2", "algo.num_iterations=2", "algo.lr=1e-2",
-                                "algo.rewards=[text_length]",
+                                "algo.rewards=[text_length]", f"export_dir={tmp_path / 'merged'}",
                                 "trainer.val_check_interval=100"])
     keep = _KeepModule()
     run_train(cfg, callbacks=[keep])
@@ -181,6 +181,10 @@ def test_lora_trains_only_the_adapter_and_the_base_is_the_reference(compose_cfg,
     assert frozen.keys() == base.keys()
     for k, v in base.items():
         torch.testing.assert_close(frozen[k], v, rtol=0, atol=0, msg=k)
+    # the export merges the adapter: a plain model that load_model reads, with changed weights
+    merged = load_model(tmp_path / "merged").model.state_dict()
+    assert merged.keys() == base.keys()
+    assert any(not torch.equal(merged[k], base[k]) for k in base)
 
 
 @pytest.mark.slow

@@ -115,7 +115,14 @@ class DiffusionLM(nn.Module):
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def save_pretrained(self, path: str | Path) -> None:
-        self.model.save_pretrained(path)
+        """Weights and tokenizer, loadable by :func:`load_model`. A LoRA (peft) policy is saved merged
+        into a copy of its base (the live model keeps its adapter)."""
+        model = self.model
+        if hasattr(model, "merge_and_unload"):
+            import copy
+
+            model = copy.deepcopy(model).merge_and_unload()
+        model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
 
 

@@ -197,10 +197,10 @@ def test_rl_study_report_has_before_and_after_per_seed(compose_cfg, tiny_model_d
     table = write_report(mlflow.get_tracking_uri(), tmp_path)
     row = next(line for line in table.splitlines() if "accuracy reward (d1)" in line)
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1] == "0,1" and "±" in cells[2] and "±" in cells[3]
+    assert cells[1] == "countdown" and cells[2] == "0,1" and "±" in cells[3] and "±" in cells[4]
     assert (tmp_path / "results.md").read_text().strip() == table
     runs = (tmp_path / "runs.csv").read_text().splitlines()
-    assert len(runs) == 3 and runs[0].startswith("arm,seed,before,after")
+    assert len(runs) == 3 and runs[0].startswith("arm,task,seed,before,after")
 
 
 @pytest.mark.parametrize("estimator", ["one_step", "full_mask", "trajectory"])

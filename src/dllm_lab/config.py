@@ -26,7 +26,7 @@ def validate_config(cfg: DictConfig, stage: str) -> None:
     data = cfg.data
     for name in data.tasks:
         _check(name in TASKS, f"data.tasks: unknown task {name!r}; available: {sorted(TASKS)}")
-    for name in data.eval_tasks:
+    for name in data.eval_tasks or {}:
         _check(name in TASKS, f"data.eval_tasks: unknown task {name!r}; available: {sorted(TASKS)}")
     _check(len(data.weights) == len(data.tasks), "data.weights must have one weight per entry of data.tasks")
     _check(data.batch_size > 0, f"data.batch_size={data.batch_size} must be positive")

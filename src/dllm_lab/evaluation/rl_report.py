@@ -20,8 +20,8 @@ ARM_LABELS = {
 }
 
 
-def collect_runs(tracking_uri: str, arms: tuple[str, ...] = ARMS, task: str = "countdown") -> list[dict[str, Any]]:
-    """One row per finished run: arm, seed, accuracy before/after, wall time (minutes)."""
+def collect_runs(tracking_uri: str, arms: tuple[str, ...] = ARMS) -> list[dict[str, Any]]:
+    """One row per finished run: arm, task, seed, accuracy before/after, wall time (minutes)."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri)
@@ -31,12 +31,17 @@ def collect_runs(tracking_uri: str, arms: tuple[str, ...] = ARMS, task: str = "c
         if experiment is None:
             continue
         for run in client.search_runs(experiment.experiment_id, "attributes.status = 'FINISHED'"):
+            tasks = [k.split("/")[1] for k in run.data.metrics if k.startswith("eval/") and k.endswith("/accuracy")]
+            if len(tasks) != 1:
+                continue  # not a single-task RL run
+            task = tasks[0]
             before = [m for m in client.get_metric_history(run.info.run_id, f"val/{task}/accuracy") if m.step == 0]
-            after = run.data.metrics.get(f"eval/{task}/accuracy")
-            if not before or after is None:
-                continue  # fast-dev or interrupted runs lack one of the two evaluations
+            after = run.data.metrics[f"eval/{task}/accuracy"]
+            if not before:
+                continue  # fast-dev or interrupted runs lack the accuracy before RL
             rows.append({
-                "arm": arm, "seed": int(run.data.params.get("seed", -1)), "before": before[0].value, "after": after,
+                "arm": arm, "task": task, "seed": int(run.data.params.get("seed", -1)), "before": before[0].value,
+                "after": after,
                 "minutes": (run.info.end_time - run.info.start_time) / 60_000, "run_id": run.info.run_id,
             })
     return rows
@@ -51,17 +56,17 @@ def _mean_sd(values: list[float]) -> str:
 def study_table(rows: list[dict[str, Any]]) -> str:
     """Markdown: per arm, seeds, accuracy before, after (mean ± sample std over seeds), change, minutes."""
     lines = [
-        "| arm | seeds | accuracy before | accuracy after | change | min/run |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| arm | task | seeds | accuracy before | accuracy after | change | min/run |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for arm in dict.fromkeys(r["arm"] for r in rows):
-        mine = [r for r in rows if r["arm"] == arm]
+    for arm, task in dict.fromkeys((r["arm"], r["task"]) for r in rows):
+        mine = [r for r in rows if r["arm"] == arm and r["task"] == task]
         before = [r["before"] for r in mine]
         after = [r["after"] for r in mine]
         change = [r["after"] - r["before"] for r in mine]
         seeds = ",".join(str(s) for s in sorted(r["seed"] for r in mine))
         lines.append(
-            f"| {ARM_LABELS.get(arm, arm)} | {seeds} | {_mean_sd(before)} | {_mean_sd(after)} | "
+            f"| {ARM_LABELS.get(arm, arm)} | {task} | {seeds} | {_mean_sd(before)} | {_mean_sd(after)} | "
             f"{_mean_sd(change)} | {statistics.mean(r['minutes'] for r in mine):.1f} |"
         )
     return "\n".join(lines)
@@ -81,5 +86,5 @@ def write_report(tracking_uri: str, output_dir: str | Path) -> str:
     out.mkdir(parents=True, exist_ok=True)
     table = study_table(rows)
     (out / "results.md").write_text(table + "\n")
-    pd.DataFrame(rows).sort_values(["arm", "seed"]).to_csv(out / "runs.csv", index=False)
+    pd.DataFrame(rows).sort_values(["arm", "task", "seed"]).to_csv(out / "runs.csv", index=False)
     return table

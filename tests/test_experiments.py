@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,10 @@ def test_experiment_runs_fast_dev(name, compose_cfg, tmp_path):
     if entry == "train":
         overrides += ["trainer.fast_dev_run=true", f"export_dir={tmp_path}/export"]
         metrics = run_train(compose_cfg("train", overrides))
-        assert metrics["train/loss"] > 0
+        if "estimator" in cfg.algo:  # a GRPO loss is advantage-weighted: ~0 when a group's rewards are equal
+            assert math.isfinite(metrics["train/loss"]) and "train/reward" in metrics
+        else:
+            assert metrics["train/loss"] > 0
     else:
         metrics = run_eval(compose_cfg("eval", overrides))
     if cfg.get("sweep"):

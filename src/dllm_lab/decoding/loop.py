@@ -294,7 +294,7 @@ def decode(
 
     sequences = canvas[:, P:].cpu()
     if template is not None:
-        drop = (mask_id, *model.eos_token_ids, *model.eot_token_ids)
+        drop = (mask_id, *model.end_token_ids)
         texts = [template_text(row, model.tokenizer, drop) for row in sequences]
     else:
         texts = [model.decode_completion(row) for row in sequences]

@@ -216,7 +216,7 @@ class TemporalCallback(DecodeCallback):
         # the texts of DiffusionLM.decode_completion (cut at EOS/EOT, masks dropped) or, for templated
         # decodes, of infill.template_text (end and mask tokens dropped, not cut at); the tokenizer gets
         # numpy ids directly, which skips transformers' per-token type checks of Python lists
-        end_ids = (*lm.eos_token_ids, *lm.eot_token_ids)
+        end_ids = lm.end_token_ids
         stop_ids, drop_ids = ((), (lm.mask_token_id, *end_ids)) if self._templated else (end_ids, (lm.mask_token_id,))
         answers, self.parse_calls = parse_trajectories(
             rows, lambda ids: lm.tokenizer.decode(ids, skip_special_tokens=True), self.task.parse_answer,

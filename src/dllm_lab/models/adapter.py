@@ -93,6 +93,11 @@ class DiffusionLM(nn.Module):
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         return self.model(input_ids, attention_mask=mask4d, position_ids=position_ids).logits
 
+    @property
+    def end_token_ids(self) -> tuple[int, ...]:
+        """Every id that ends a completion: EOS ids, then end-of-turn ids."""
+        return (*self.eos_token_ids, *self.eot_token_ids)
+
     # -- text helpers ---------------------------------------------------------------------------------
     @property
     def chat(self) -> ChatFormat:

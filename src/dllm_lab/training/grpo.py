@@ -60,13 +60,15 @@ REWARDS = ("task", "correct", "tcr")  # d1 task reward, 0/1 correctness, TCR (-T
 
 @dataclasses.dataclass
 class Rollout:
-    """One rollout batch, ``N = prompts * G`` rows: prompt ids/mask (N, P), completion ids (N, L),
+    """One rollout batch, ``N = prompts * G`` rows: prompt ids/mask (N, P), completion ids (N, L) and
+    ``completion_mask`` (N, L) (tokens up to and including the first end token),
     ``commit_step`` (N, L) for ``trajectory``, rewards per function and total (N,), advantages (N,),
     correctness (N,), TSE (N,) when computed, texts, NFE of the decode, wall time."""
 
     prompt_ids: torch.Tensor
     attention_mask: torch.Tensor
     completion: torch.Tensor
+    completion_mask: torch.Tensor
     commit_step: torch.Tensor | None
     num_steps: int
     rewards: dict[str, torch.Tensor]
@@ -226,14 +228,14 @@ class GRPOModule(L.LightningModule):
                 rewards[name] = torch.tensor(values, dtype=torch.float32)
             elif name == "correct":
                 rewards[name] = correct.clone()
-            elif name != "tcr":  # registered with dllm_lab.rl.register_reward
-                rewards[name] = torch.tensor(registered_rewards()[name](out.texts, examples), dtype=torch.float32)
-            else:
+            elif name == "tcr":
                 samples = out.extras["temporal"]
                 tse = torch.tensor([s.tse for s in samples], dtype=torch.float32)
                 kept = [len(s.answers) - _first_kept(len(s.answers), hp.tse_skip_ratio) for s in samples]
                 max_entropy = torch.tensor([math.log(k) for k in kept], dtype=torch.float32)
                 rewards[name] = tcr_reward(tse, correct, hp.tcr_rule, max_entropy)
+            else:  # registered with dllm_lab.rl.register_reward
+                rewards[name] = torch.tensor(registered_rewards()[name](out.texts, examples), dtype=torch.float32)
         total = weighted_sum(rewards, hp.rewards)
         advantages = group_advantages(total, G, scale=hp.advantage_scale)
         commit_step, num_steps = None, 0
@@ -243,7 +245,8 @@ class GRPOModule(L.LightningModule):
                 raise ConfigError("algo.estimator=trajectory: the decoder recorded no step to replay")
             commit_step, num_steps = commit_steps(committed).to(self.device), int(committed.shape[0])
         return Rollout(
-            prompt_ids=prompt_ids, attention_mask=attention_mask, completion=completion, commit_step=commit_step,
+            prompt_ids=prompt_ids, attention_mask=attention_mask, completion=completion,
+            completion_mask=completion_mask(completion, self.lm.end_token_ids), commit_step=commit_step,
             num_steps=num_steps, rewards=rewards, total=total.to(self.device), advantages=advantages.to(self.device),
             correct=correct, tse=tse, texts=out.texts, examples=examples, tasks=tasks, nfe=out.nfe,
             seconds=time.perf_counter() - start,
@@ -261,11 +264,11 @@ class GRPOModule(L.LightningModule):
         hp = self.hparams
         if hp.estimator == "trajectory":
             return trajectory_logps(lm, ro.prompt_ids, ro.attention_mask, ro.completion, ro.commit_step, ro.num_steps)
-        mask = completion_mask(ro.completion, (*lm.eos_token_ids, *lm.eot_token_ids))
         if hp.estimator == "full_mask":
-            return full_mask_logps(lm, ro.prompt_ids, ro.attention_mask, ro.completion), mask
+            return full_mask_logps(lm, ro.prompt_ids, ro.attention_mask, ro.completion), ro.completion_mask
         seed = self._iteration_seed(rollout_seed, iteration)
-        return one_step_logps(lm, ro.prompt_ids, ro.attention_mask, ro.completion, seed, hp.p_mask_prompt), mask
+        logp = one_step_logps(lm, ro.prompt_ids, ro.attention_mask, ro.completion, seed, hp.p_mask_prompt)
+        return logp, ro.completion_mask
 
     # -- training ------------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -313,7 +316,7 @@ class GRPOModule(L.LightningModule):
         return torch.stack(losses).mean()
 
     def _log_rollout(self, ro: Rollout, stats: dict[str, float], loss: torch.Tensor, update_s: float) -> None:
-        lengths = completion_mask(ro.completion, (*self.lm.eos_token_ids, *self.lm.eot_token_ids)).sum(1).float()
+        lengths = ro.completion_mask.sum(1).float()
         metrics = {
             "train/loss": loss.float(),
             "train/reward": ro.total.float().mean(),

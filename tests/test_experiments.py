@@ -47,7 +47,7 @@ def test_experiment_runs_fast_dev(name, compose_cfg, tmp_path):
         overrides.append("decoder.steps=null")
     if cfg.model.get("init"):
         overrides += TINY_INIT
-    elif not Path(str(cfg.model.name_or_path)).exists():  # tiny_finetune starts from stage 1, which is not shipped
+    elif not Path(str(cfg.model.name_or_path)).exists():  # stages 2 and 3 start from unshipped stages
         overrides += [f"model.name_or_path={project_root() / 'checkpoints' / 'tiny-mdlm'}"]
     if cfg.get("sweep"):
         overrides += ["sweep.gen_lengths=[32]", f"sweep.output_dir={tmp_path}/sweep"]

@@ -24,9 +24,9 @@ from dllm_lab.tasks.safe_eval import expression_numbers
 from dllm_lab.tasks.sudoku import solve_all
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tasks"
-ALL_TASKS = ["arith", "gsm8k", "svamp", "math500", "countdown", "sudoku4"]
-SYNTHETIC = ["arith", "countdown", "sudoku4"]
-MAX_REWARD = {"arith": 2.0, "gsm8k": 2.0, "svamp": 2.0, "math500": 2.0, "countdown": 1.0, "sudoku4": 1.0}
+ALL_TASKS = ["arith", "gsm8k", "svamp", "math500", "countdown", "sudoku4", "drill"]
+SYNTHETIC = ["arith", "countdown", "sudoku4", "drill"]
+MAX_REWARD = {"arith": 2.0, "drill": 2.0, "gsm8k": 2.0, "svamp": 2.0, "math500": 2.0, "countdown": 1.0, "sudoku4": 1.0}
 # Normalised examples for the tasks that have no synthetic generator.
 HAND_MADE = {
     "gsm8k": {"question": "Janet has 3 boxes of 24 pencils. How many pencils?", "answer": "72", "reasoning": "3*24=72"},
@@ -316,6 +316,23 @@ def test_arith_reasoning_equations_are_correct():
             assert f" {right} " in ex["question"]
             previous = int(result)
         assert previous == int(ex["answer"]) and previous >= 1
+
+
+def test_drill_lines_are_true_and_chain_to_the_question_value():
+    kinds = set()
+    for ex in get_task("drill").synthetic(200, seed=6):
+        expression = re.fullmatch(r"Compute (.+) step by step\.", ex["question"]).group(1)
+        assert safe_arith_eval(expression) == int(ex["answer"]) >= 0, ex
+        previous = None
+        for line in ex["reasoning"].split("\n"):
+            lhs, rhs = line.split("=")
+            assert safe_arith_eval(lhs) == int(rhs), line
+            first = int(re.match(r"\d+", lhs).group())
+            assert previous is None or first == previous, "steps must chain"
+            kinds.add("/2" if lhs.endswith("/2") else "sum3" if lhs.count("+") == 2 else re.search("[+-]", lhs).group())
+            previous = int(rhs)
+        assert previous == int(ex["answer"])
+    assert {"/2", "sum3", "+", "-"} <= kinds  # every line shape arith and countdown reasoning uses
 
 
 # ---------------------------------------------------------------- loading real data

@@ -44,7 +44,7 @@ def build_model(model_cfg: DictConfig, data_cfg: DictConfig | None = None, seed:
     if "checkpoints" in path.parts and not path.exists():
         raise FileNotFoundError(
             f"model.name_or_path={path} does not exist. The embedded model ships in the repo: check out "
-            "checkpoints/ (git lfs is not used), or retrain it with `dllm-train experiment=tiny_pretrain`."
+            "checkpoints/ (git lfs is not used), or retrain it with `make train-tiny`."
         )
     return load_model(
         str(model_cfg.name_or_path),

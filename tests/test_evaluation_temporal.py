@@ -13,6 +13,7 @@ from dllm_lab.evaluation import module as eval_module
 from dllm_lab.evaluation.plots import plot_all, timeline_matrix
 from dllm_lab.evaluation.report import format_table, results_from_metrics, temporal_table
 from dllm_lab.evaluation.run import run_eval
+from dllm_lab.evaluation.sweep import results_markdown, summary_table
 from dllm_lab.evaluation.temporal import (
     TemporalSettings,
     latest_temporal_run,
@@ -165,6 +166,19 @@ def test_tables_and_plots_never_show_nan(tmp_path):
     samples = [_sample(["1", "2"], [False, False], tse=float("nan")), _sample([None, "5"], [False, True])]
     records = pd.DataFrame(temporal_records(samples, "arith", [0, 1], 16))
     assert all(p.stat().st_size > 0 for p in plot_all(records, rows[:1], tmp_path))
+
+
+def test_sweep_summary_has_one_line_per_setting_with_means():
+    row = lambda d, L, t, acc, nfe: {"decoder": d, "gen_length": L, "task": t, "accuracy": acc, "nfe": nfe,  # noqa: E731
+                                     "tokens_per_s": 100.0 * nfe}
+    rows = [row("semi_ar", 64, "arith", 0.2, 64), row("semi_ar", 64, "sudoku4", 0.6, 64),
+            row("med", 64, "arith", 0.1, 10), row("med", 64, "sudoku4", 0.3, 20), row("med", 128, "arith", 0.5, 30)]
+    lines = summary_table(rows).splitlines()
+    assert lines[0] == "| decoder | L | arith | sudoku4 | mean accuracy | NFE | tokens/s |" and len(lines) == 5
+    assert lines[2] == "| semi_ar | 64 | 0.200 | 0.600 | 0.400 | 64.0 | 6400 |"
+    assert lines[3] == "| med | 64 | 0.100 | 0.300 | 0.200 | 15.0 | 1500 |"
+    assert lines[4] == "| med | 128 | 0.500 | - | 0.500 | 30.0 | 3000 |"  # a task it did not run: '-'
+    assert results_markdown(rows).count("| med | 128 |") == 2  # summary and per-task table
 
 
 def test_settings_defaults_are_the_papers():

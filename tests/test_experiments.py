@@ -89,6 +89,8 @@ def test_unknown_group_option_lists_the_choices(compose_cfg):
         (["data.weights=[1.0]"], r"data\.weights"),
         (["data.batch_size=0"], r"data\.batch_size"),
         (["algo.lr=-1"], r"algo\.lr"),
+        (["+data.reasoning_number_width.gsm8k=3"], r"reasoning_number_width\.gsm8k.*not in data\.tasks"),
+        (["+data.reasoning_number_width.arith=0"], r"reasoning_number_width\.arith=0"),
     ],
 )
 def test_impossible_values_fail_before_building_anything(compose_cfg, overrides, message):

@@ -19,6 +19,7 @@ from dllm_lab.tasks import (
     parse_number,
     safe_arith_eval,
 )
+from dllm_lab.tasks.base import pad_numbers
 from dllm_lab.tasks.math500 import too_costly
 from dllm_lab.tasks.safe_eval import expression_numbers
 from dllm_lab.tasks.sudoku import solve_all
@@ -333,6 +334,21 @@ def test_drill_lines_are_true_and_chain_to_the_question_value():
             previous = int(rhs)
         assert previous == int(ex["answer"])
     assert {"/2", "sum3", "+", "-"} <= kinds  # every line shape arith and countdown reasoning uses
+
+
+def test_fixed_width_reasoning_is_an_option():
+    assert pad_numbers("54+7=61\n(-5)+120=115\n94/2=47", 3) == "054+007=061\n(-005)+120=115\n094/2=047"
+    with pytest.raises(ValueError, match="reasoning_number_width=0"):
+        get_task("arith", reasoning_number_width=0)
+    for name, width in [("arith", 3), ("drill", 4), ("countdown", None), ("sudoku4", None)]:
+        task = get_task(name, reasoning_number_width=width)
+        for example in task.synthetic(20, seed=8):
+            reasoning = task.reference_completion(example).split("</reasoning>")[0]
+            numbers = re.findall(r"(?<![/\d])\d+", reasoning)
+            if width:
+                assert numbers and all(len(n) == width for n in numbers), reasoning
+            else:  # written as is: no zero-padded number
+                assert numbers and not any(len(n) > 1 and n.startswith("0") for n in numbers), reasoning
 
 
 # ---------------------------------------------------------------- loading real data

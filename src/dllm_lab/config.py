@@ -29,6 +29,11 @@ def validate_config(cfg: DictConfig, stage: str) -> None:
     for name in data.eval_tasks or {}:
         _check(name in TASKS, f"data.eval_tasks: unknown task {name!r}; available: {sorted(TASKS)}")
     _check(len(data.weights) == len(data.tasks), "data.weights must have one weight per entry of data.tasks")
+    for name, width in (data.get("reasoning_number_width") or {}).items():
+        _check(name in data.tasks,
+               f"data.reasoning_number_width.{name}: {name!r} is not in data.tasks={list(data.tasks)}")
+        _check(isinstance(width, int) and width > 0,
+               f"data.reasoning_number_width.{name}={width!r} must be a positive number of digits")
     _check(data.batch_size > 0, f"data.batch_size={data.batch_size} must be positive")
     _check(data.eval_batch_size > 0, f"data.eval_batch_size={data.eval_batch_size} must be positive")
     _check(data.num_eval > 0, f"data.num_eval={data.num_eval} must be positive")

@@ -110,8 +110,9 @@ class TaskDataModule(L.LightningDataModule):
     """Train on a synthetic task mixture; validate SFT loss on held-out batches; test by decoding.
 
     ``eval_tasks`` maps task names to a source: ``"synthetic"`` (held-out seed ``eval_seed``), a local
-    jsonl/csv/parquet path, or a hub dataset id. Evaluation sets are sharded across ranks by striding
-    (no padding duplicates), so summed metrics are exact under DDP.
+    jsonl/csv/parquet path, or a hub dataset id. ``reasoning_number_width`` maps training task names to
+    a digit width for their reference reasoning (see :class:`~dllm_lab.tasks.Task`). Evaluation sets are
+    sharded across ranks by striding (no padding duplicates), so summed metrics are exact under DDP.
     """
 
     def __init__(
@@ -134,6 +135,7 @@ class TaskDataModule(L.LightningDataModule):
         long_response_length: int = 0,
         long_response_prob: float = 0.0,
         train_mode: str = "sft",
+        reasoning_number_width: dict[str, int] | None = None,
     ) -> None:
         super().__init__()
         self.chat, self.mask_token_id = chat, mask_token_id
@@ -156,6 +158,7 @@ class TaskDataModule(L.LightningDataModule):
         if train_mode not in ("sft", "prompts"):
             raise ValueError(f"data.train_mode={train_mode!r}: choose 'sft' (noised SFT batches) or 'prompts' (RL)")
         self.train_mode = train_mode
+        self.reasoning_number_width = dict(reasoning_number_width or {})
         self._eval_sets: list[PromptSet] | None = None
         self._train: TaskMixtureStream | None = None
         self._resume_batch = 0
@@ -181,7 +184,9 @@ class TaskDataModule(L.LightningDataModule):
 
     # -- loaders --------------------------------------------------------------------------------
     def _stream(self, seed: int, exclude: set[str]) -> TaskMixtureStream:
-        tasks = [get_task(n, prompt_style=self.prompt_style) for n in self.task_names]
+        widths = self.reasoning_number_width
+        tasks = [get_task(n, prompt_style=self.prompt_style, reasoning_number_width=widths.get(n))
+                 for n in self.task_names]
         collator = self.collator if self.train_mode == "sft" else PromptCollator(self.chat.eos_token_ids[0])
         return TaskMixtureStream(tasks, self.weights, self.chat, collator, self.batch_size, seed, exclude)
 

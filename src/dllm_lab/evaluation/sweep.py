@@ -45,6 +45,27 @@ def sweep_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def summary_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one line per (decoder, L) with each task's accuracy, their mean, and the mean NFE and tokens/s."""
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    settings: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        settings.setdefault((r["decoder"], r["gen_length"]), {})[r["task"]] = r
+    lines = ["| decoder | L | " + " | ".join(tasks) + " | mean accuracy | NFE | tokens/s |",
+             "|---|---:|" + "---:|" * (len(tasks) + 3)]
+    for (decoder, gen_length), by_task in settings.items():
+        cells = [f"{by_task[t]['accuracy']:.3f}" if t in by_task else "-" for t in tasks]
+        acc, nfe, speed = (sum(r[k] for r in by_task.values()) / len(by_task)
+                           for k in ("accuracy", "nfe", "tokens_per_s"))
+        lines.append(f"| {decoder} | {gen_length} | " + " | ".join(cells) + f" | {acc:.3f} | {nfe:.1f} | {speed:.0f} |")
+    return "\n".join(lines)
+
+
+def results_markdown(rows: list[dict[str, Any]]) -> str:
+    """``results.md``: the per-setting summary, then every (decoder, L, task) row."""
+    return f"## Summary\n\n{summary_table(rows)}\n\n## Per task\n\n{sweep_table(rows)}\n"
+
+
 def plot_accuracy_vs_nfe(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -102,7 +123,7 @@ def run_sweep(cfg: DictConfig, lm: DiffusionLM, datamodule: TaskDataModule, pare
             for task, r in results.items():
                 rows.append({"decoder": name, "gen_length": gen_length, "task": task, **r})
             log.info("sweep: %s L=%d done", name, gen_length)
-    table = sweep_table(rows)
+    table = results_markdown(rows)
     out_dir = Path(sweep.output_dir) if sweep.get("output_dir") else None
     result: dict[str, Any] = {"rows": rows, "table": table}
     if rank_zero_only.rank == 0:
@@ -152,11 +173,11 @@ def _write_outputs(rows: list[dict[str, Any]], table: str, out_dir: Path | None,
         plot = Path(tmp) / "accuracy_vs_nfe.png"
         plot_accuracy_vs_nfe(rows, plot)
         if parent is not None:
-            log_text(parent, table + "\n", "results.md")
+            log_text(parent, table, "results.md")
             log_table(parent, rows, "results.json")
             log_file(parent, plot)
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "results.md").write_text(table + "\n")
+            (out_dir / "results.md").write_text(table)
             (out_dir / "results.json").write_text(json.dumps(rows, indent=1))
             (out_dir / "accuracy_vs_nfe.png").write_bytes(plot.read_bytes())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from dllm_lab.tasks.base import Example, Task, extract_answer_text, format_completion
+from dllm_lab.tasks.base import Example, Task, extract_answer_text
 from dllm_lab.tasks.safe_eval import UnsafeExpression, expression_numbers, safe_arith_eval
 
 # Expression shapes over three numbers a, b, c. Weighted towards + and - so that the synthetic
@@ -75,9 +75,6 @@ class Countdown(Task):
             f"Using the numbers {nums}, create an expression that equals {example['target']}. "
             "Use each number exactly once with + - * /."
         )
-
-    def reference_completion(self, example: Example) -> str:
-        return format_completion(str(example.get("reasoning", "")), str(example["answer"]))
 
     def normalize(self, row: dict[str, Any]) -> Example:
         row = dict(row)

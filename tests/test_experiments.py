@@ -11,11 +11,14 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError
 
 from dllm_lab.config import ConfigError
+from dllm_lab.decoding import DecodeConfig
 from dllm_lab.evaluation.run import run_eval
+from dllm_lab.factory import load_decoder_preset, scale_decoder
 from dllm_lab.paths import config_dir, project_root
 from dllm_lab.training.run import run_train
 
 EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
+PRESETS = sorted(p.stem for p in (config_dir() / "decoder").glob("*.yaml") if p.stem != "base")
 TINY_INIT = [
     "model.init.hidden_size=32", "model.init.num_layers=1", "model.init.num_heads=1",
     "model.init.intermediate_size=64", "model.init.corpus_examples=50",
@@ -78,6 +81,27 @@ def test_typo_in_an_override_names_the_key(compose_cfg):
 def test_unknown_group_option_lists_the_choices(compose_cfg):
     with pytest.raises(ConfigCompositionException, match="semi_ar"):
         compose_cfg("eval", ["decoder=semi_autoregressive"])
+
+
+def test_sweep_lengths_are_valid_for_every_preset_and_ass_keeps_its_blocks():
+    """The ablation moves each preset to other lengths; every power of two from 32 to 256 must stay valid."""
+    ass = load_decoder_preset("ass")
+    for gen_length in (32, 64, 128, 256):
+        for name in PRESETS:
+            DecodeConfig.from_dict(scale_decoder(load_decoder_preset(name), gen_length))
+        moved = scale_decoder(ass, gen_length)
+        assert moved["gen_length"] // moved["block_length"] == ass["gen_length"] // ass["block_length"]
+    semi_ar = scale_decoder(load_decoder_preset("semi_ar"), 128)
+    assert (semi_ar["block_length"], semi_ar["steps"]) == (16, 128)  # linear: same block and tokens per step
+
+
+def test_a_sweep_checks_every_setting_before_decoding_any(compose_cfg, tmp_path):
+    out = tmp_path / "sweep"
+    cfg = compose_cfg("eval", ["experiment=decoding_ablation", "sweep.gen_lengths=[64,96]", "logger=none",
+                               f"sweep.output_dir={out}", "data.num_eval=2"])
+    with pytest.raises(ConfigError, match=r"decoder=ass, gen_length=96: .*power of two"):
+        run_eval(cfg)
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(

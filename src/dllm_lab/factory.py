@@ -142,9 +142,15 @@ def load_decoder_preset(name: str) -> dict[str, Any]:
 
 
 def scale_decoder(values: dict[str, Any], gen_length: int) -> dict[str, Any]:
-    """A preset moved to another generation length, keeping tokens per step and block length."""
+    """A preset moved to another generation length, keeping tokens per step and block length.
+
+    Ascending (ASS) presets keep their number of blocks instead: their blocks are peeled from the step
+    sizes, and ``log2 L`` steps allow at most ``log2 L`` blocks.
+    """
     values = dict(values)
     if values.get("steps"):
         values["steps"] = max(1, values["steps"] * gen_length // values["gen_length"])
+    if values.get("schedule") == "ascending" and values.get("block_length"):
+        values["block_length"] = max(1, values["block_length"] * gen_length // values["gen_length"])
     values["gen_length"] = gen_length
     return values

@@ -24,6 +24,7 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from dllm_lab.config import ConfigError
 from dllm_lab.data import TaskDataModule
 from dllm_lab.decoding import DecodeConfig
 from dllm_lab.evaluation.report import temporal_table
@@ -98,31 +99,36 @@ def run_sweep(cfg: DictConfig, lm: DiffusionLM, datamodule: TaskDataModule, pare
     child_temporal = None if temporal is None else dataclasses.replace(temporal, plots=False)
     rows: list[dict[str, Any]] = []
     records_dirs: dict[tuple[str, int], Path] = {}
+    overrides = sweep.get("overrides")  # optional: per-preset values (to_container refuses a plain {})
+    overrides = OmegaConf.to_container(overrides, resolve=True) if overrides else {}
+    settings = {}  # every setting is validated before the first one is decoded
     for name in sweep.decoders:
         for gen_length in sweep.gen_lengths:
-            values = scale_decoder(load_decoder_preset(name), gen_length)
-            overrides = sweep.get("overrides")  # optional: per-preset values (to_container refuses a plain {})
-            values.update((OmegaConf.to_container(overrides, resolve=True) if overrides else {}).get(name, {}))
-            decode_config = DecodeConfig.from_dict(values, prefix=f"decoder={name}")
-            child = None
-            if parent is not None:
-                child = make_mlflow_logger(
-                    cfg.logger.tracking_uri, cfg.logger.experiment_name, f"{name}-L{gen_length}", root,
-                    tags={"mlflow.parentRunId": parent.run_id, "decoder": name, "gen_length": gen_length},
-                    artifact_location=cfg.logger.get("artifact_location"),
-                )
-                if rank_zero_only.rank == 0:
-                    child.log_hyperparams({f"decoder.{k}": v for k, v in flatten(values).items()})
-            records_dirs[name, gen_length] = Path(cfg.paths.output_dir) / f"{name}-L{gen_length}"
-            results, is_zero = evaluate_decoder(
-                lm, datamodule, decode_config, cfg.trainer, child, cfg.paths.output_dir, child_temporal,
-                records_dirs[name, gen_length],
+            values = {**scale_decoder(load_decoder_preset(name), gen_length), **overrides.get(name, {})}
+            try:
+                settings[name, gen_length] = values, DecodeConfig.from_dict(values)
+            except ConfigError as err:
+                raise ConfigError(f"sweep setting decoder={name}, gen_length={gen_length}: {err}") from None
+    for (name, gen_length), (values, decode_config) in settings.items():
+        child = None
+        if parent is not None:
+            child = make_mlflow_logger(
+                cfg.logger.tracking_uri, cfg.logger.experiment_name, f"{name}-L{gen_length}", root,
+                tags={"mlflow.parentRunId": parent.run_id, "decoder": name, "gen_length": gen_length},
+                artifact_location=cfg.logger.get("artifact_location"),
             )
-            if child is not None and is_zero:
-                child.finalize("success")
-            for task, r in results.items():
-                rows.append({"decoder": name, "gen_length": gen_length, "task": task, **r})
-            log.info("sweep: %s L=%d done", name, gen_length)
+            if rank_zero_only.rank == 0:
+                child.log_hyperparams({f"decoder.{k}": v for k, v in flatten(values).items()})
+        records_dirs[name, gen_length] = Path(cfg.paths.output_dir) / f"{name}-L{gen_length}"
+        results, is_zero = evaluate_decoder(
+            lm, datamodule, decode_config, cfg.trainer, child, cfg.paths.output_dir, child_temporal,
+            records_dirs[name, gen_length],
+        )
+        if child is not None and is_zero:
+            child.finalize("success")
+        for task, r in results.items():
+            rows.append({"decoder": name, "gen_length": gen_length, "task": task, **r})
+        log.info("sweep: %s L=%d done", name, gen_length)
     table = results_markdown(rows)
     out_dir = Path(sweep.output_dir) if sweep.get("output_dir") else None
     result: dict[str, Any] = {"rows": rows, "table": table}

@@ -23,10 +23,9 @@ bench: setup  ## every benchmark table (training throughput, decoding, RL step)
 	$(PY) benchmarks/decoding.py
 	$(PY) benchmarks/rl_step.py
 
-train-tiny: setup  ## retrain the embedded model: stage 1 from scratch, stages 2 and 3 (~3.5 h on 2 CPU cores)
+train-tiny: setup  ## retrain the embedded model: stage 1 from scratch, then stage 2 (~2.5 h on 2 CPU cores)
 	$(PY) -m dllm_lab.cli.train experiment=tiny_pretrain
 	$(PY) -m dllm_lab.cli.train experiment=tiny_finetune
-	$(PY) -m dllm_lab.cli.train experiment=tiny_drill
 
 ablation: setup  ## the decoding ablation -> experiments/decoding_ablation/
 	$(PY) -m dllm_lab.cli.eval experiment=decoding_ablation

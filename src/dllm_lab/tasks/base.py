@@ -34,7 +34,8 @@ def format_completion(reasoning: str, answer: str) -> str:
 
 
 def pad_numbers(text: str, width: int) -> str:
-    """Zero-pad every integer in ``text`` to ``width`` digits: ``54+57=111`` -> ``054+057=111``.
+    """Zero-pad every integer in ``text`` except divisors to ``width`` digits: ``54+57=111`` ->
+    ``054+057=111``, ``94/2=47`` -> ``094/2=047`` (longer numbers are kept as they are).
 
     Fixed-width numbers put each digit at a fixed offset from the ``=``, so a small masked diffusion
     model can align digits by relative position instead of first guessing how long a result is.

@@ -1,7 +1,7 @@
 # Everyday commands. Each one sets up .venv first (scripts/setup.sh, a no-op once done).
 PY := .venv/bin/python
 
-.PHONY: setup quickstart test test-fast lint bench train-tiny rl-study rl-report ablation temporal clean
+.PHONY: setup quickstart test test-fast lint bench train-tiny train-tiny-all rl-study rl-report ablation temporal clean
 
 setup:
 	bash scripts/setup.sh
@@ -23,9 +23,14 @@ bench: setup  ## every benchmark table (training throughput, decoding, RL step)
 	$(PY) benchmarks/decoding.py
 	$(PY) benchmarks/rl_step.py
 
-train-tiny: setup  ## retrain the embedded model: stage 1 from scratch, then stage 2 (~2.5 h on 2 CPU cores)
+train-tiny: setup  ## stages 3-4 of the embedded model from the kept stage 2 (~1 h on 2 CPU cores)
+	$(PY) -m dllm_lab.cli.train experiment=tiny_arith
+	$(PY) -m dllm_lab.cli.train experiment=tiny_mix
+
+train-tiny-all: setup  ## every stage from scratch (~3.5 h on 2 CPU cores)
 	$(PY) -m dllm_lab.cli.train experiment=tiny_pretrain
 	$(PY) -m dllm_lab.cli.train experiment=tiny_finetune
+	$(MAKE) train-tiny
 
 ablation: setup  ## the decoding ablation -> experiments/decoding_ablation/
 	$(PY) -m dllm_lab.cli.eval experiment=decoding_ablation

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import torch
 
 from dllm_lab.data import SFTCollator, TaskDataModule, TaskMixtureStream, left_pad
@@ -88,6 +89,25 @@ def _prompts_of(s, g):
     yield task.build_prompt(task.sample(rng))
 
 
+def test_plain_text_tasks_skip_the_chat_template_in_training_and_evaluation(tiny_lm):
+    tok, equations = tiny_lm.tokenizer, get_task("equations")
+    collator = SFTCollator(tiny_lm.mask_token_id, tiny_lm.pad_token_id)
+    mixed = TaskMixtureStream([equations, TASKS[0]], [1, 1], tiny_lm.chat, collator, 16, seed=0)
+    items = [mixed.item(g) for g in range(16)]
+    assert {it["task"] for it in items} == {"equations", "arith"}
+    for it in items:
+        text = tok.decode(it["prompt_ids"])
+        if it["task"] == "equations":  # <bos>185-17= then the value: the line the reasoning writes
+            assert it["prompt_ids"] == [tok.bos_token_id, *tok(it["prompt"], add_special_tokens=False)["input_ids"]]
+            assert tok.decode(it["response_ids"], skip_special_tokens=True) == str(it["example"]["value"])
+        else:
+            assert it["prompt_ids"] == tiny_lm.chat.prompt_ids(it["prompt"]) and "<|assistant|>" in text
+    dm = TaskDataModule(tiny_lm.chat, tiny_lm.mask_token_id, tasks=["equations"], num_eval=3)
+    (evals,) = dm.eval_sets()
+    assert evals.ids == [tiny_lm.chat.prompt_ids(p, chat_template=False) for p in evals.prompts]
+    assert all("<|user|>" not in tok.decode(ids) for ids in evals.ids)
+
+
 def test_collator_masks_only_the_response_with_probability_p(tiny_lm):
     items = [{"key": k, "prompt_ids": [5, 6, 7], "response_ids": list(range(10, 10 + n))} for k, n in
              enumerate([4, 6, 2])]
@@ -104,8 +124,36 @@ def test_collator_masks_only_the_response_with_probability_p(tiny_lm):
     many = [{"key": k, "prompt_ids": [5], "response_ids": list(range(10, 210))} for k in range(200)]
     big = collator(many)
     rate = big["loss_mask"][:, 1:].float().mean(1)
-    torch.testing.assert_close(rate, big["p_mask"], atol=0.15, rtol=0)
-    assert ((big["p_mask"] >= 1e-3) & (big["p_mask"] <= 1)).all()
+    p_seq = big["p_mask"][:, 1]
+    assert torch.equal(big["p_mask"][:, 1:], p_seq[:, None].expand(-1, 200)), "one p per sequence"
+    torch.testing.assert_close(rate, p_seq, atol=0.15, rtol=0)
+    assert ((p_seq >= 1e-3) & (p_seq <= 1)).all()
+
+
+def test_block_noise_keeps_a_clean_prefix_a_noised_block_and_a_masked_rest(tiny_lm):
+    mask_id, n = tiny_lm.mask_token_id, 40
+    items = [{"key": k, "prompt_ids": [5, 6], "response_ids": list(range(10, 10 + n))} for k in range(300)]
+    plain = SFTCollator(mask_id, pad_token_id=1, seed=3)(items)
+    half = SFTCollator(mask_id, pad_token_id=1, seed=3, block_noise_prob=0.5, block_noise_length=8)(items)
+    starts, block_rates = [], []
+    for b in range(len(items)):
+        p_row, masked = half["p_mask"][b, 2:], half["loss_mask"][b, 2:]
+        assert torch.equal(half["input_ids"][b, 2:][masked], torch.full((int(masked.sum()),), mask_id))
+        if torch.equal(p_row, plain["p_mask"][b, 2:]):  # not block-noised: the uniform draw, unchanged
+            assert torch.equal(masked, plain["loss_mask"][b, 2:])
+            continue
+        start = int((p_row > 0).nonzero()[0])
+        p = p_row[start]
+        assert start < n and not masked[:start].any() and (p_row[:start] == 0).all(), "clean prefix"
+        assert torch.equal(p_row[start:start + 8], p.expand(min(8, n - start))), "one p inside the block"
+        assert masked[start + 8:].all() and (p_row[start + 8:] == 1).all(), "everything after is masked"
+        starts.append(start)
+        block_rates.append(masked[start:start + 8].float().mean() - p)
+    assert 100 < len(starts) < 200, "about half the sequences are block-noised"
+    assert min(starts) < 5 and max(starts) > n - 5, "block starts cover the response"
+    assert abs(float(torch.stack(block_rates).mean())) < 0.05, "the block is masked at rate p"
+    with pytest.raises(ValueError, match="block_noise_prob"):
+        SFTCollator(mask_id, pad_token_id=1, block_noise_prob=1.5)
 
 
 def test_mask_probability_and_left_pad():

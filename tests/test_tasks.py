@@ -60,7 +60,7 @@ def valid_grid(s: str) -> bool:
 
 # ---------------------------------------------------------------- registry, prompts, reference completions
 def test_registry_and_unknown_task():
-    assert sorted(TASKS) == sorted(ALL_TASKS)
+    assert sorted(TASKS) == sorted([*ALL_TASKS, "equations"])  # equations: plain text, tested on its own
     with pytest.raises(ValueError, match="available") as err:
         get_task("nope")
     assert all(name in str(err.value) for name in ALL_TASKS)
@@ -97,7 +97,7 @@ MALFORMED = [
 ]
 
 
-@pytest.mark.parametrize("name", ALL_TASKS)
+@pytest.mark.parametrize("name", [*ALL_TASKS, "equations"])
 @pytest.mark.parametrize("completion", MALFORMED)
 def test_malformed_completion_parses_to_none_and_scores_zero(name, completion):
     task = get_task(name)
@@ -270,12 +270,25 @@ def test_expression_numbers():
 
 
 # ---------------------------------------------------------------- synthetic generators
-@pytest.mark.parametrize("name", SYNTHETIC)
+@pytest.mark.parametrize("name", [*SYNTHETIC, "equations"])
 def test_generators_are_deterministic_per_seed(name):
     first = get_task(name).synthetic(20, seed=0)
     assert first == get_task(name).synthetic(20, seed=0)
     assert first != get_task(name).synthetic(20, seed=1)
     assert len({json.dumps(e, sort_keys=True) for e in first}) > 10  # not one example repeated
+
+
+def running_values(lines: list[str]) -> list[float]:
+    """The value of each reasoning line; a line that starts with an operator (``+93``, ``/2``) applies
+    it to the value of the line above."""
+    values: list[float] = []
+    for line in lines:
+        lhs = line.split("=")[0]
+        if lhs[:1] in "+-*/":
+            assert values, f"a running-total line needs a line above it: {line}"
+            lhs = f"{values[-1]:g}{lhs}"
+        values.append(safe_arith_eval(lhs))
+    return values
 
 
 def test_countdown_generator_examples_are_solvable():
@@ -285,9 +298,9 @@ def test_countdown_generator_examples_are_solvable():
         assert sorted(expression_numbers(ex["answer"])) == sorted(ex["numbers"])
         assert safe_arith_eval(ex["answer"]) == ex["target"]
         steps = ex["reasoning"].split("\n")
-        for step in steps:
+        for step, value in zip(steps, running_values(steps), strict=True):
             lhs, rhs = step.split("=")
-            assert safe_arith_eval(lhs) == float(rhs), step
+            assert value == float(rhs), step
             assert "--" not in lhs, step  # negative intermediates are parenthesised
         if "/2=" not in ex["reasoning"]:  # the shape's two equations end at the target
             assert float(steps[-1].split("=")[1]) == ex["target"]
@@ -334,6 +347,23 @@ def test_drill_lines_are_true_and_chain_to_the_question_value():
             previous = int(rhs)
         assert previous == int(ex["answer"])
     assert {"/2", "sum3", "+", "-"} <= kinds  # every line shape arith and countdown reasoning uses
+
+
+def test_equations_are_plain_text_lines_with_true_values():
+    task = get_task("equations")
+    assert task.chat_template is False
+    kinds = set()
+    for ex in task.synthetic(300, seed=7):
+        prompt, completion = task.build_prompt(ex), task.reference_completion(ex)
+        assert prompt == get_task("equations", prompt_style="compact").build_prompt(ex)  # no system turn
+        assert re.fullmatch(r"(\d+\n)?[\d+\-*/]+=", prompt), prompt  # a line, or a value then a running line
+        assert running_values(prompt[:-1].split("\n"))[-1] == int(completion) == ex["value"] >= 0, ex
+        assert task.is_correct(completion, ex) and task.reward(completion, ex) == 2.0
+        kinds.add(ex["kind"])
+    assert kinds == {"sum2", "running", "difference", "half", "product"}
+    example = {"expression": "185-17", "value": 168}
+    assert task.parse_answer(" 168\n") == 168 and task.is_correct("168\n<garbage>", example)
+    assert task.parse_answer("16 8") is None and not task.is_correct("167", example)
 
 
 def test_fixed_width_reasoning_is_an_option():
@@ -457,7 +487,8 @@ def test_countdown_reasoning_uses_the_halving_procedure_when_signs_suffice():
     from dllm_lab.tasks.countdown import _signed_sum_steps
 
     steps, answer = _signed_sum_steps([30, 100, 93], 23)
-    assert steps == ["30+100+93=223", "223-23=200", "200/2=100"] and answer == "30+93-100"
+    assert steps == ["30+100=130", "+93=223", "-23=200", "/2=100"] and answer == "30+93-100"
+    assert running_values(steps) == [130, 223, 200, 100]
     steps, answer = _signed_sum_steps([90, 12, 40], 38)  # subtract a pair: 12+40=52
     assert "12+40=52" in steps and answer == "90-12-40" and safe_arith_eval(answer) == 38
     assert _signed_sum_steps([1, 2, 3], 6)[1] == "1+2+3"

@@ -35,6 +35,12 @@ def test_mdlm_loss_matches_hand_computation():
     # nothing masked: zero loss that still has a graph
     zero = mdlm_loss(logits.requires_grad_(), labels, torch.zeros_like(loss_mask), p_mask, lengths)
     assert zero.item() == 0.0 and zero.requires_grad
+    # per-token p (block noise) weights each token by its own masking probability
+    per_token = torch.tensor([[1.0, 0.5, 0.5], [1.0, 1.0, 0.25]])
+    assert mdlm_loss(logits, labels, loss_mask, per_token, lengths).item() == pytest.approx(expected)
+    per_token[0, 2] = 1.0
+    expected_mixed = ((ce_peaked / 0.5 + ce_uniform / 1.0) / 2 + ce_uniform / 0.25 / 2) / 2
+    assert mdlm_loss(logits, labels, loss_mask, per_token, lengths).item() == pytest.approx(expected_mixed)
 
 
 def test_warmup_cosine_schedule():

@@ -34,6 +34,10 @@ def validate_config(cfg: DictConfig, stage: str) -> None:
                f"data.reasoning_number_width.{name}: {name!r} is not in data.tasks={list(data.tasks)}")
         _check(isinstance(width, int) and width > 0,
                f"data.reasoning_number_width.{name}={width!r} must be a positive number of digits")
+    block_prob = data.get("block_noise_prob", 0.0)
+    _check(0.0 <= block_prob <= 1.0, f"data.block_noise_prob={block_prob} must be a probability in [0, 1]")
+    _check(data.get("block_noise_length", 1) >= 1,
+           f"data.block_noise_length={data.get('block_noise_length')} must be at least 1")
     _check(data.batch_size > 0, f"data.batch_size={data.batch_size} must be positive")
     _check(data.eval_batch_size > 0, f"data.eval_batch_size={data.eval_batch_size} must be positive")
     _check(data.num_eval > 0, f"data.num_eval={data.num_eval} must be positive")

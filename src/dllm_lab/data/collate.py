@@ -25,8 +25,18 @@ class SFTCollator:
     ``p = (1 - eps) t + eps``, ``t ~ U(0, 1)`` per sequence; the prompt never is. Noise is seeded by each
     item's ``key`` so a batch is reproducible regardless of worker count or resume point.
 
+    Block noise (``block_noise_prob > 0``, off by default): that fraction of sequences is noised the way
+    semi-autoregressive decoding sees its canvas. A block start ``c`` is drawn uniformly from
+    ``0..len(response) - 1``; response tokens before ``c`` stay clean, the ``block_noise_length`` tokens from
+    ``c`` are masked with probability ``p``, and every token after the block is masked. Each masked token
+    keeps the weight ``1 / p_i`` of its own masking probability (``p`` in the block, 1 after it), so the
+    loss stays the section 9 form with a per-token ``p``. This mirrors block-diffusion training (BD3-LM,
+    Arriola et al. 2025): under uniform noise a reasoning result is almost always predictable by copying
+    it from a later line, and a suffix that is still all masks, as in semi-AR decoding, is rare.
+
     Returns (``B`` sequences, ``N`` tokens): ``input_ids`` (B, N) noised; ``labels`` (B, N) clean;
-    ``loss_mask`` (B, N) bool, masked response tokens; ``p_mask`` (B,); ``response_lengths`` (B,).
+    ``loss_mask`` (B, N) bool, masked response tokens; ``p_mask`` (B, N), each token's masking
+    probability (1 outside the response); ``response_lengths`` (B,).
     """
 
     mask_token_id: int
@@ -35,7 +45,15 @@ class SFTCollator:
     min_response_length: int = 0  # pad every response region to at least this many tokens
     long_response_length: int = 0  # with probability long_response_prob, pad to this instead
     long_response_prob: float = 0.0
+    block_noise_prob: float = 0.0
+    block_noise_length: int = 16
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.block_noise_prob <= 1.0:
+            raise ValueError(f"block_noise_prob={self.block_noise_prob} must be a probability in [0, 1]")
+        if self.block_noise_length < 1:
+            raise ValueError(f"block_noise_length={self.block_noise_length} must be at least 1")
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         rng = random.Random(f"{self.seed}-{items[0]['key']}")
@@ -48,7 +66,7 @@ class SFTCollator:
         batch = len(items)
         labels = torch.full((batch, total), self.pad_token_id, dtype=torch.long)
         is_response = torch.zeros(batch, total, dtype=torch.bool)
-        t = torch.empty(batch)
+        p_mask = torch.ones(batch, total)
         noise = torch.empty(batch, total)
         for b, it in enumerate(items):
             p, r = it["prompt_ids"], it["response_ids"]
@@ -56,10 +74,15 @@ class SFTCollator:
             labels[b, len(p) : len(p) + len(r)] = torch.as_tensor(r)
             is_response[b, len(p) :] = True
             gen = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}-{it['key']}".encode()))
-            t[b] = torch.rand((), generator=gen)
+            p_seq = sample_mask_prob(torch.rand((), generator=gen), self.eps)
             noise[b] = torch.rand(total, generator=gen)
-        p_mask = sample_mask_prob(t, self.eps)
-        loss_mask = is_response & (noise < p_mask[:, None])
+            p_mask[b, len(p) :] = p_seq
+            if self.block_noise_prob and torch.rand((), generator=gen) < self.block_noise_prob:
+                start = len(p) + int(torch.randint(max(len(r), 1), (), generator=gen))
+                end = start + self.block_noise_length
+                p_mask[b, len(p) : start] = 0.0  # clean prefix: already decoded
+                p_mask[b, end:] = 1.0  # all masks: not decoded yet
+        loss_mask = is_response & (noise < p_mask)
         input_ids = labels.masked_fill(loss_mask, self.mask_token_id)
         return {
             "input_ids": input_ids,

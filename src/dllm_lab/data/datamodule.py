@@ -69,7 +69,7 @@ class TaskMixtureStream(IterableDataset):
             prompt = task.build_prompt(example)
             if prompt not in self.exclude:
                 break
-        item = {"key": g, "prompt_ids": self.chat.prompt_ids(prompt), "example": example, "task": task.name,
+        item = {"key": g, "prompt_ids": self.chat.prompt_ids(prompt, task.chat_template), "example": example, "task": task.name,
                 "prompt": prompt}
         if isinstance(self.collator, SFTCollator):
             item["response_ids"] = self.chat.response_ids(task.reference_completion(example))
@@ -95,7 +95,7 @@ class PromptSet(Dataset):
     def __init__(self, task: Task, examples: list[dict[str, Any]], chat: ChatFormat) -> None:
         self.task, self.examples = task, examples
         self.prompts = [task.build_prompt(e) for e in examples]
-        self.ids = [chat.prompt_ids(p) for p in self.prompts]
+        self.ids = [chat.prompt_ids(p, task.chat_template) for p in self.prompts]
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -134,6 +134,8 @@ class TaskDataModule(L.LightningDataModule):
         min_response_length: int = 0,
         long_response_length: int = 0,
         long_response_prob: float = 0.0,
+        block_noise_prob: float = 0.0,
+        block_noise_length: int = 16,
         train_mode: str = "sft",
         reasoning_number_width: dict[str, int] | None = None,
     ) -> None:
@@ -153,6 +155,8 @@ class TaskDataModule(L.LightningDataModule):
             min_response_length=min_response_length,
             long_response_length=long_response_length,
             long_response_prob=long_response_prob,
+            block_noise_prob=block_noise_prob,
+            block_noise_length=block_noise_length,
             seed=seed,
         )
         if train_mode not in ("sft", "prompts"):

@@ -11,14 +11,19 @@ class ChatFormat:
     """Encode a user message as a generation prompt and a completion as SFT response ids.
 
     The response is the completion followed by the family's end-of-turn ids (LLaDA's ``<|eot_id|>``)
-    and one EOS; the SFT collator pads the rest with EOS.
+    and one EOS; the SFT collator pads the rest with EOS. ``chat_template=False`` encodes the message as
+    plain text after BOS, for pretraining-style tasks whose completion continues the prompt's line.
     """
 
     tokenizer: Any
     eos_token_ids: tuple[int, ...]
     eot_token_ids: tuple[int, ...] = ()
 
-    def prompt_ids(self, user_message: str) -> list[int]:
+    def prompt_ids(self, user_message: str, chat_template: bool = True) -> list[int]:
+        if not chat_template:
+            bos = self.tokenizer.bos_token_id
+            ids = self.tokenizer(user_message, add_special_tokens=False)["input_ids"]
+            return [bos, *ids] if bos is not None else list(ids)
         messages = [{"role": "user", "content": user_message}]
         if getattr(self.tokenizer, "chat_template", None):
             ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)

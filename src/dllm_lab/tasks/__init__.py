@@ -18,13 +18,14 @@ from dllm_lab.tasks.base import (
 )
 from dllm_lab.tasks.countdown import Countdown
 from dllm_lab.tasks.drill import Drill
+from dllm_lab.tasks.equations import Equations
 from dllm_lab.tasks.gsm8k import GSM8K, SVAMP
 from dllm_lab.tasks.math500 import MATH500
 from dllm_lab.tasks.safe_eval import UnsafeExpression, safe_arith_eval
 from dllm_lab.tasks.sudoku import Sudoku4
 
 TASKS: dict[str, type[Task]] = {
-    cls.name: cls for cls in (Arith, GSM8K, SVAMP, MATH500, Countdown, Sudoku4, Drill)
+    cls.name: cls for cls in (Arith, GSM8K, SVAMP, MATH500, Countdown, Sudoku4, Drill, Equations)
 }
 
 

@@ -128,6 +128,7 @@ class Task:
     required_fields: ClassVar[tuple[str, ...]] = ("question", "answer")
     has_synthetic: ClassVar[bool] = False
     format_hint: ClassVar[str] = "Put the final answer in \\boxed{}."
+    chat_template: ClassVar[bool] = True  # False: the prompt is plain text the completion continues
 
     def __init__(self, prompt_style: str = "d1", reasoning_number_width: int | None = None) -> None:
         if prompt_style not in PROMPT_STYLES:

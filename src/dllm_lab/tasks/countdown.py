@@ -39,18 +39,20 @@ def _signed_sum_steps(numbers: list[int], target: int) -> tuple[list[str], str] 
     """Reasoning that finds a +/- solution by halving: with ``S`` the sum of all numbers, the numbers
     to subtract sum to ``(S - target) / 2``.
 
-    E.g. 30, 100, 93 -> 23: ``30+100+93=223``, ``223-23=200``, ``200/2=100`` (subtract 100: the
-    answer is ``30+93-100``). A pair to subtract gets its own line (``12+40=52``). Returns
-    ``(steps, answer)``, or ``None`` when no sign pattern reaches the target. Every line is a true
-    equation, so a small model can learn the procedure instead of guessing an expression; the lines
-    stay short so that reasoning and answer fit the default 64-token canvas.
+    E.g. 30, 100, 93 -> 23: ``30+100=130``, ``+93=223``, ``-23=200``, ``/2=100`` (subtract 100: the
+    answer is ``30+93-100``). After the first line each line is a running total: it applies one
+    operation to the value on the line above, so every line is a two-operand computation (a tiny
+    model adds two numbers long before three) and the reasoning stays as short as with a three-term
+    sum, inside the default 64-token canvas. A pair to subtract gets its own line (``12+40=52``).
+    Returns ``(steps, answer)``, or ``None`` when no sign pattern reaches the target.
     """
     total = sum(numbers)
     diff = total - target
     if diff < 0 or diff % 2:
         return None
     half = diff // 2
-    steps = [f"{'+'.join(map(str, numbers))}={total}", f"{total}-{target}={diff}", f"{diff}/2={half}"]
+    a, b, c = numbers
+    steps = [f"{a}+{b}={a + b}", f"+{c}={total}", f"-{target}={diff}", f"/2={half}"]
     index_sets = [()] if half == 0 else [(i,) for i in range(3)] + [(i, j) for i in range(3) for j in range(i + 1, 3)]
     for subtract in index_sets:
         if sum(numbers[i] for i in subtract) != half:

@@ -156,6 +156,24 @@ def test_block_noise_keeps_a_clean_prefix_a_noised_block_and_a_masked_rest(tiny_
         SFTCollator(mask_id, pad_token_id=1, block_noise_prob=1.5)
 
 
+def test_block_noise_cut_opens_the_block_on_a_result(tiny_lm):
+    tok, mask_id = tiny_lm.tokenizer, tiny_lm.mask_token_id
+    equals = tok("=", add_special_tokens=False)["input_ids"][0]
+    response = tok("27+4=31\n31-10=21\nend", add_special_tokens=False)["input_ids"]
+    cuts = {i + 1 for i, t in enumerate(response) if t == equals}
+    items = [{"key": k, "prompt_ids": [5], "response_ids": response} for k in range(60)]
+    batch = SFTCollator(mask_id, 1, block_noise_prob=1.0, block_noise_length=4, block_cut_token_id=equals)(items)
+    starts = {int((row[1:] > 0).nonzero()[0]) for row in batch["p_mask"]}
+    assert starts == cuts, "every block starts right after an '=', and both occur"
+    no_equals = [{"key": k, "prompt_ids": [5], "response_ids": [7, 8, 9, 10]} for k in range(60)]
+    batch = SFTCollator(mask_id, 1, block_noise_prob=1.0, block_noise_length=2, block_cut_token_id=equals)(no_equals)
+    assert {int((row[1:] > 0).nonzero()[0]) for row in batch["p_mask"]} == {0, 1, 2, 3}, "uniform without one"
+    dm = TaskDataModule(tiny_lm.chat, mask_id, block_noise_prob=0.5, block_noise_cut="=")
+    assert dm.collator.block_cut_token_id == equals
+    with pytest.raises(ValueError, match="block_noise_cut"):
+        TaskDataModule(tiny_lm.chat, mask_id, block_noise_cut="=<|eos|>=")
+
+
 def test_mask_probability_and_left_pad():
     torch.testing.assert_close(sample_mask_prob(torch.tensor([0.0, 1.0]), eps=1e-3), torch.tensor([1e-3, 1.0]))
     ids, mask = left_pad([[1, 2, 3], [4]], pad_id=0)

@@ -352,15 +352,21 @@ def test_drill_lines_are_true_and_chain_to_the_question_value():
 def test_equations_are_plain_text_lines_with_true_values():
     task = get_task("equations")
     assert task.chat_template is False
-    kinds = set()
+    kinds, running_with_context = set(), False
     for ex in task.synthetic(300, seed=7):
         prompt, completion = task.build_prompt(ex), task.reference_completion(ex)
         assert prompt == get_task("equations", prompt_style="compact").build_prompt(ex)  # no system turn
-        assert re.fullmatch(r"(\d+\n)?[\d+\-*/]+=", prompt), prompt  # a line, or a value then a running line
-        assert running_values(prompt[:-1].split("\n"))[-1] == int(completion) == ex["value"] >= 0, ex
+        lines = prompt[:-1].split("\n")  # context lines (all true), then the left-hand side to complete
+        assert prompt.endswith("=") and len(ex["context"]) <= 3 and all(re.fullmatch(r"[\d+\-*/=]+", x) for x in lines)
+        values = running_values(lines)
+        assert all(v == float(line.split("=")[1]) for v, line in zip(values, ex["context"], strict=False)), prompt
+        assert values[-1] == int(completion) == ex["value"] >= 0, ex
+        if ex["kind"] == "running" and ex["context"]:
+            assert lines[-1][0] in "+-/", "a running line continues the last context line"
+            running_with_context = True
         assert task.is_correct(completion, ex) and task.reward(completion, ex) == 2.0
         kinds.add(ex["kind"])
-    assert kinds == {"sum2", "running", "difference", "half", "product"}
+    assert kinds == {"sum2", "running", "difference", "half", "product"} and running_with_context
     example = {"expression": "185-17", "value": 168}
     assert task.parse_answer(" 168\n") == 168 and task.is_correct("168\n<garbage>", example)
     assert task.parse_answer("16 8") is None and not task.is_correct("167", example)

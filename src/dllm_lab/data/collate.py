@@ -33,6 +33,10 @@ class SFTCollator:
     loss stays the section 9 form with a per-token ``p``. This mirrors block-diffusion training (BD3-LM,
     Arriola et al. 2025): under uniform noise a reasoning result is almost always predictable by copying
     it from a later line, and a suffix that is still all masks, as in semi-AR decoding, is rare.
+    With ``block_cut_token_id`` set (the id of ``=``), the block starts right after a randomly chosen
+    occurrence of that token in the response instead (uniformly, as before, when there is none): the
+    block then opens on a reasoning line's result, whose operands are clean and whose later copies are
+    masked, so it can only be computed, in the context the task's decoding will see.
 
     Returns (``B`` sequences, ``N`` tokens): ``input_ids`` (B, N) noised; ``labels`` (B, N) clean;
     ``loss_mask`` (B, N) bool, masked response tokens; ``p_mask`` (B, N), each token's masking
@@ -47,6 +51,7 @@ class SFTCollator:
     long_response_prob: float = 0.0
     block_noise_prob: float = 0.0
     block_noise_length: int = 16
+    block_cut_token_id: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -78,7 +83,9 @@ class SFTCollator:
             noise[b] = torch.rand(total, generator=gen)
             p_mask[b, len(p) :] = p_seq
             if self.block_noise_prob and torch.rand((), generator=gen) < self.block_noise_prob:
-                start = len(p) + int(torch.randint(max(len(r), 1), (), generator=gen))
+                cuts = [i + 1 for i, tok in enumerate(r[:-1]) if tok == self.block_cut_token_id]
+                offsets = cuts or range(max(len(r), 1))
+                start = len(p) + offsets[int(torch.randint(len(offsets), (), generator=gen))]
                 end = start + self.block_noise_length
                 p_mask[b, len(p) : start] = 0.0  # clean prefix: already decoded
                 p_mask[b, end:] = 1.0  # all masks: not decoded yet

@@ -24,6 +24,13 @@ def _rank_world() -> tuple[int, int]:
     return 0, 1
 
 
+def _single_token_id(tokenizer: Any, text: str) -> int:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ValueError(f"data.block_noise_cut={text!r} is {len(ids)} tokens for this tokenizer; it must be one")
+    return ids[0]
+
+
 class TaskMixtureStream(IterableDataset):
     """An endless, pre-batched stream over a weighted mixture of synthetic tasks.
 
@@ -136,6 +143,7 @@ class TaskDataModule(L.LightningDataModule):
         long_response_prob: float = 0.0,
         block_noise_prob: float = 0.0,
         block_noise_length: int = 16,
+        block_noise_cut: str | None = None,
         train_mode: str = "sft",
         reasoning_number_width: dict[str, int] | None = None,
     ) -> None:
@@ -157,6 +165,7 @@ class TaskDataModule(L.LightningDataModule):
             long_response_prob=long_response_prob,
             block_noise_prob=block_noise_prob,
             block_noise_length=block_noise_length,
+            block_cut_token_id=_single_token_id(chat.tokenizer, block_noise_cut) if block_noise_cut else None,
             seed=seed,
         )
         if train_mode not in ("sft", "prompts"):

@@ -33,16 +33,22 @@ def _sum2(rng: random.Random) -> tuple[str, int]:
     return f"{a}+{b}", a + b
 
 
-def _running(rng: random.Random) -> tuple[str, int]:
-    """A running-total line: the previous line's value, a line break, then one operation on it
-    (``185\n-17=`` -> ``168``), as Countdown's halving reasoning writes ``+c``, ``-target`` and ``/2``."""
-    value = rng.randint(1, 300)
-    op = rng.choices(["+", "-", "/"], [2.0, 2.0, 1.0])[0]
+def _running_op(rng: random.Random, value: int) -> tuple[str, int]:
+    """One operation on ``value``, written as a running-total line (``-17`` -> ``value - 17``), as
+    Countdown's halving reasoning writes ``+c``, ``-target`` and ``/2``; halving only an even value."""
+    ops = ["+", "-", "/"] if value % 2 == 0 else ["+", "-"]
+    op = rng.choices(ops, [2.0, 2.0, 1.0][: len(ops)])[0] if value > 0 else "+"
     if op == "/":
-        value += value % 2
-        return f"{value}\n/2", value // 2
+        return "/2", value // 2
     k = rng.randint(1, min(value, 100)) if op == "-" else rng.randint(1, 100)
-    return f"{value}\n{op}{k}", value + k if op == "+" else value - k
+    return f"{op}{k}", value + k if op == "+" else value - k
+
+
+def _running(rng: random.Random) -> tuple[str, int]:
+    """A running-total line after a bare value line (``185\n-17`` -> ``168``)."""
+    value = rng.randint(1, 300)
+    expression, result = _running_op(rng, value)
+    return f"{value}\n{expression}", result
 
 
 def _difference(rng: random.Random) -> tuple[str, int]:
@@ -66,8 +72,17 @@ KINDS = {"sum2": (_sum2, 3.0), "running": (_running, 4.0), "difference": (_diffe
          "product": (_product, 1.0)}
 
 
+MAX_CONTEXT_LINES = 3
+
+
 class Equations(Task):
-    """``<bos>185-17=`` -> ``168``: one equation as plain text, answered by its value."""
+    """``<bos>185-17=`` -> ``168``: one equation as plain text, answered by its value.
+
+    Up to ``MAX_CONTEXT_LINES`` complete lines come first (``12+40=52\n7*3=21\n185-17=``), and a
+    running-total line then continues the last of them (``12+40=52\n-7=`` -> ``45``). Without them a
+    model learns to compute only at the start of a sequence: measured on the stage-4 tiny model, 0.87
+    of sums and differences right after BOS, 0.04 after three other lines, 0.02 inside a reasoning.
+    """
 
     name = "equations"
     required_fields = ("expression", "value")
@@ -75,8 +90,9 @@ class Equations(Task):
     chat_template = False
 
     def build_prompt(self, example: Example) -> str:
-        """The left-hand side and ``=``; the same in both prompt styles (plain text has no system turn)."""
-        return f"{example['expression']}="
+        """The context lines, the left-hand side and ``=``; the same in both prompt styles (plain text
+        has no system turn)."""
+        return "\n".join([*example.get("context", []), f"{example['expression']}="])
 
     def reference_completion(self, example: Example) -> str:
         return str(example["value"])
@@ -95,6 +111,15 @@ class Equations(Task):
 
     def sample(self, rng: random.Random) -> Example:
         names = list(KINDS)
-        kind = rng.choices(names, [KINDS[n][1] for n in names])[0]
-        expression, value = KINDS[kind][0](rng)
-        return {"expression": expression, "value": value, "kind": kind}
+        weights = [KINDS[n][1] for n in names]
+        context, previous = [], None
+        for _ in range(rng.randint(0, MAX_CONTEXT_LINES)):
+            kind = rng.choices([n for n in names if n != "running"], [w for n, w in zip(names, weights) if n != "running"])[0]
+            lhs, previous = KINDS[kind][0](rng)
+            context.append(f"{lhs}={previous}")
+        kind = rng.choices(names, weights)[0]
+        if kind == "running" and previous is not None:
+            expression, value = _running_op(rng, previous)
+        else:
+            expression, value = KINDS[kind][0](rng)
+        return {"context": context, "expression": expression, "value": value, "kind": kind}

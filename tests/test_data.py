@@ -108,6 +108,15 @@ def test_plain_text_tasks_skip_the_chat_template_in_training_and_evaluation(tiny
     assert all("<|user|>" not in tok.decode(ids) for ids in evals.ids)
 
 
+def test_task_options_reach_training_and_evaluation_tasks(tiny_lm):
+    dm = TaskDataModule(tiny_lm.chat, tiny_lm.mask_token_id, tasks=["equations"], num_eval=20,
+                        task_options={"equations": {"context_lines": 0}})
+    (evals,) = dm.eval_sets()
+    assert evals.task.context_lines == 0 and not any(e["context"] for e in evals.examples)
+    stream = dm._stream(0, set())
+    assert stream.tasks[0].context_lines == 0 and not any(stream.item(g)["example"]["context"] for g in range(20))
+
+
 def test_collator_masks_only_the_response_with_probability_p(tiny_lm):
     items = [{"key": k, "prompt_ids": [5, 6, 7], "response_ids": list(range(10, 10 + n))} for k, n in
              enumerate([4, 6, 2])]

@@ -115,6 +115,9 @@ def test_a_sweep_checks_every_setting_before_decoding_any(compose_cfg, tmp_path)
         (["algo.lr=-1"], r"algo\.lr"),
         (["+data.reasoning_number_width.gsm8k=3"], r"reasoning_number_width\.gsm8k.*not in data\.tasks"),
         (["+data.reasoning_number_width.arith=0"], r"reasoning_number_width\.arith=0"),
+        (["+data.task_options.equations.context_line=2"], r"task_options\.equations.*context_line"),
+        (["+data.task_options.equations.context_lines=-1"], r"task_options\.equations.*non-negative"),
+        (["+data.task_options.gsm9k.x=1"], r"task_options\.gsm9k: unknown task"),
     ],
 )
 def test_impossible_values_fail_before_building_anything(compose_cfg, overrides, message):

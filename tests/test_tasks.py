@@ -367,6 +367,10 @@ def test_equations_are_plain_text_lines_with_true_values():
         assert task.is_correct(completion, ex) and task.reward(completion, ex) == 2.0
         kinds.add(ex["kind"])
     assert kinds == {"sum2", "running", "difference", "half", "product"} and running_with_context
+    plain = get_task("equations", context_lines=0).synthetic(100, seed=7)
+    assert not any(ex["context"] for ex in plain) and any(ex["context"] for ex in task.synthetic(20, seed=7))
+    with pytest.raises(ValueError, match="context_lines"):
+        get_task("equations", context_lines=-1)
     example = {"expression": "185-17", "value": 168}
     assert task.parse_answer(" 168\n") == 168 and task.is_correct("168\n<garbage>", example)
     assert task.parse_answer("16 8") is None and not task.is_correct("167", example)

@@ -34,6 +34,12 @@ def validate_config(cfg: DictConfig, stage: str) -> None:
                f"data.reasoning_number_width.{name}: {name!r} is not in data.tasks={list(data.tasks)}")
         _check(isinstance(width, int) and width > 0,
                f"data.reasoning_number_width.{name}={width!r} must be a positive number of digits")
+    for name, options in (data.get("task_options") or {}).items():
+        _check(name in TASKS, f"data.task_options.{name}: unknown task; available: {sorted(TASKS)}")
+        try:
+            TASKS[name](**dict(options))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"data.task_options.{name}={dict(options)}: {err}") from None
     block_prob = data.get("block_noise_prob", 0.0)
     _check(0.0 <= block_prob <= 1.0, f"data.block_noise_prob={block_prob} must be a probability in [0, 1]")
     _check(data.get("block_noise_length", 1) >= 1,

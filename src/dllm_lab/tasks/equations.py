@@ -72,22 +72,28 @@ KINDS = {"sum2": (_sum2, 3.0), "running": (_running, 4.0), "difference": (_diffe
          "product": (_product, 1.0)}
 
 
-MAX_CONTEXT_LINES = 3
-
-
 class Equations(Task):
     """``<bos>185-17=`` -> ``168``: one equation as plain text, answered by its value.
 
-    Up to ``MAX_CONTEXT_LINES`` complete lines come first (``12+40=52\n7*3=21\n185-17=``), and a
-    running-total line then continues the last of them (``12+40=52\n-7=`` -> ``45``). Without them a
-    model learns to compute only at the start of a sequence: measured on the stage-4 tiny model, 0.87
-    of sums and differences right after BOS, 0.04 after three other lines, 0.02 inside a reasoning.
+    Up to ``context_lines`` complete lines come first (``12+40=52\n7*3=21\n185-17=``), and a
+    running-total line then continues the last of them (``12+40=52\n-7=`` -> ``45``). A model trained
+    with none computes only at the start of a sequence: the tiny model's sums and differences were 0.87
+    right after BOS, 0.04 after three other lines and 0.02 inside a reasoning. Learning with context
+    from the start is slow (0.19 after 1,000 steps); the embedded model's curriculum first learns at
+    BOS (``context_lines=0``, stage 3a), then moves the skill into context (stage 3b).
     """
 
     name = "equations"
     required_fields = ("expression", "value")
     has_synthetic = True
     chat_template = False
+
+    def __init__(self, prompt_style: str = "d1", reasoning_number_width: int | None = None,
+                 context_lines: int = 3) -> None:
+        super().__init__(prompt_style, reasoning_number_width)
+        if context_lines < 0:
+            raise ValueError(f"context_lines={context_lines} must be a non-negative number of lines")
+        self.context_lines = context_lines
 
     def build_prompt(self, example: Example) -> str:
         """The context lines, the left-hand side and ``=``; the same in both prompt styles (plain text
@@ -113,7 +119,7 @@ class Equations(Task):
         names = list(KINDS)
         weights = [KINDS[n][1] for n in names]
         context, previous = [], None
-        for _ in range(rng.randint(0, MAX_CONTEXT_LINES)):
+        for _ in range(rng.randint(0, self.context_lines) if self.context_lines else 0):
             kind = rng.choices([n for n in names if n != "running"], [w for n, w in zip(names, weights) if n != "running"])[0]
             lhs, previous = KINDS[kind][0](rng)
             context.append(f"{lhs}={previous}")

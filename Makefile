@@ -16,7 +16,7 @@ test-fast: setup  ## skip the slow end-to-end tests
 	DLLM_LAB_SKIP_SLOW=1 $(PY) -m pytest
 
 lint: setup
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks scripts
 
 bench: setup  ## every benchmark table (training throughput, decoding, RL step)
 	$(PY) benchmarks/train_throughput.py

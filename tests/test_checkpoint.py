@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import yaml
 
@@ -18,9 +20,9 @@ def test_shipped_model_is_small_and_self_describing():
     assert {"config.json", "model.safetensors", "tokenizer.json", "config.yaml", "training_curve.csv"} <= set(files)
     assert sum(p.stat().st_size for p in TINY.rglob("*") if p.is_file()) <= 25 * 2**20
     run_config = yaml.safe_load(files["config.yaml"].read_text())
-    # stage 2 (tiny_finetune) continues stage 1 (tiny_pretrain, from scratch)
-    assert run_config["task_name"] == "tiny_finetune"
-    assert run_config["model"]["name_or_path"].endswith("checkpoints/tiny-mdlm-stage1")
+    # stage 4 (tiny_mix) continues stage 3 (tiny_arith, then tiny_arith_context), which continues stage 2
+    assert run_config["task_name"] == "tiny_mix"
+    assert run_config["model"]["name_or_path"].endswith("checkpoints/tiny-mdlm-stage3")
     curve = files["training_curve.csv"].read_text().splitlines()
     assert curve[0].startswith("step") and len(curve) > 10
 
@@ -35,23 +37,25 @@ def test_shipped_model_loads_like_any_masked_diffusion_lm():
 
 @pytest.fixture(scope="module")
 def shipped_accuracy(tmp_path_factory):
-    """Greedy semi-AR on 48 held-out problems per task (the README's numbers use 500)."""
-    cfg = compose_config("eval", ["data.num_eval=48", "data.eval_batch_size=48", "logger=none",
+    """Greedy semi-AR on the first 96 of the README's 200 held-out problems per task."""
+    cfg = compose_config("eval", ["data.num_eval=96", "data.eval_batch_size=96", "logger=none",
                                   "temporal.enabled=false"], tmp_path_factory.mktemp("band"))
     return run_eval(cfg)
 
 
 @pytest.mark.slow
-def test_shipped_model_answers_in_format_and_solves_sudoku(shipped_accuracy):
-    for task in ("arith", "countdown", "sudoku4"):
-        assert shipped_accuracy[f"eval/{task}/parse_rate"] >= 0.7, task
-    assert shipped_accuracy["eval/sudoku4/accuracy"] >= 0.8
+@pytest.mark.parametrize("task", ["arith", "countdown", "sudoku4"])
+def test_shipped_model_answers_in_format_and_is_in_the_accuracy_band(shipped_accuracy, task):
+    """Issue 2's band, 20-80%: low enough for decoding and RL methods to gain, high enough to measure."""
+    assert shipped_accuracy[f"eval/{task}/parse_rate"] >= 0.9
+    assert 0.2 <= shipped_accuracy[f"eval/{task}/accuracy"] <= 0.8
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 2 is open: the shipped model is below the 20% band on arith and "
-                   "countdown and above it on sudoku4 (README, 'The embedded tiny model')")
-@pytest.mark.parametrize("task", ["arith", "countdown", "sudoku4"])
-def test_shipped_model_is_in_the_accuracy_band(shipped_accuracy, task):
-    """The issue's band, 20-80%, on the 48 problems of the fixture."""
-    assert 0.2 <= shipped_accuracy[f"eval/{task}/accuracy"] <= 0.8
+def test_shipped_model_computes_in_context():
+    """The arithmetic is not anchored to the start of the sequence (README, 'The embedded tiny model')."""
+    spec = importlib.util.spec_from_file_location("arith_probe", project_root() / "scripts" / "arith_probe.py")
+    arith_probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(arith_probe)
+    accuracy = arith_probe.probe(str(TINY), n=40)
+    assert accuracy["bos"] >= 0.9 and accuracy["after_lines"] >= 0.9, accuracy

@@ -76,8 +76,8 @@ class TaskMixtureStream(IterableDataset):
             prompt = task.build_prompt(example)
             if prompt not in self.exclude:
                 break
-        item = {"key": g, "prompt_ids": self.chat.prompt_ids(prompt, task.chat_template), "example": example, "task": task.name,
-                "prompt": prompt}
+        item = {"key": g, "prompt_ids": self.chat.prompt_ids(prompt, task.chat_template), "example": example,
+                "task": task.name, "prompt": prompt}
         if isinstance(self.collator, SFTCollator):
             item["response_ids"] = self.chat.response_ids(task.reference_completion(example))
         return item

@@ -118,9 +118,11 @@ class Equations(Task):
     def sample(self, rng: random.Random) -> Example:
         names = list(KINDS)
         weights = [KINDS[n][1] for n in names]
+        standalone = [n for n in names if n != "running"]  # a context line has no line before it to continue
+        standalone_weights = [KINDS[n][1] for n in standalone]
         context, previous = [], None
         for _ in range(rng.randint(0, self.context_lines) if self.context_lines else 0):
-            kind = rng.choices([n for n in names if n != "running"], [w for n, w in zip(names, weights) if n != "running"])[0]
+            kind = rng.choices(standalone, standalone_weights)[0]
             lhs, previous = KINDS[kind][0](rng)
             context.append(f"{lhs}={previous}")
         kind = rng.choices(names, weights)[0]

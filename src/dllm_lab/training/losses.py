@@ -17,8 +17,9 @@ def mdlm_loss(
 
     ``sum_{masked i} CE_i / p`` divided by the response length (EOS padding included), averaged over
     the batch. Shapes: ``logits`` (B, N, V); ``labels``, ``loss_mask`` (B, N); ``p_mask`` (B,), one masking
-    probability per sequence, or (B, N), one per token (block noise); ``response_lengths`` (B,). Only masked positions enter the cross-entropy, so the ``(B, N, V)``
-    softmax is never materialised for clean tokens.
+    probability per sequence, or (B, N), one per token (block noise); ``response_lengths`` (B,). Only
+    masked positions enter the cross-entropy, so the ``(B, N, V)`` softmax is never materialised for clean
+    tokens.
     """
     rows, cols = loss_mask.nonzero(as_tuple=True)
     if rows.numel() == 0:

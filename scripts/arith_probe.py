@@ -43,7 +43,8 @@ def probe(model_dir: str, n: int = 100, seed: int = 99) -> dict[str, float]:
         prompts = [make(f"{e['expression']}=") for e in examples]
         out = decode(lm, prompts, DecodeConfig(gen_length=16, block_length=16, steps=16))
         values = [text.split("\n")[0] for text in out.texts]  # the rest of the canvas may go on reasoning
-        accuracy[name] = round(sum(equations.is_correct(v, e) for v, e in zip(values, examples, strict=True)) / len(examples), 3)
+        hits = sum(equations.is_correct(v, e) for v, e in zip(values, examples, strict=True))
+        accuracy[name] = round(hits / len(examples), 3)
     return accuracy
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import lightning as L
 import mlflow
@@ -191,16 +192,17 @@ def test_lora_trains_only_the_adapter_and_the_base_is_the_reference(compose_cfg,
 def test_rl_study_report_has_before_and_after_per_seed(compose_cfg, tiny_model_dir, tmp_path):
     from dllm_lab.evaluation.rl_report import write_report
 
-    for seed in (0, 1):
+    for seed in (0, 1, 1):  # seed 1 twice: the rerun replaces the first run, it is not averaged with it
         run_train(compose_cfg("train", [*FAST_RL, *SMALL_DECODE, f"model.name_or_path={tiny_model_dir}",
                                         f"seed={seed}", "trainer.max_steps=2", "eval_after_fit=true"]))
     table = write_report(mlflow.get_tracking_uri(), tmp_path)
     row = next(line for line in table.splitlines() if "accuracy reward (d1)" in line)
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1] == "countdown" and cells[2] == "0,1" and "±" in cells[3] and "±" in cells[4]
+    assert cells[1] == "countdown" and cells[2] == Path(tiny_model_dir).name and cells[3] == "0,1"
+    assert "±" in cells[4] and "±" in cells[5]
     assert (tmp_path / "results.md").read_text().strip() == table
     runs = (tmp_path / "runs.csv").read_text().splitlines()
-    assert len(runs) == 3 and runs[0].startswith("arm,task,seed,before,after")
+    assert len(runs) == 3 and runs[0].startswith("arm,task,model,seed,before,after")
 
 
 @pytest.mark.parametrize("estimator", ["one_step", "full_mask", "trajectory"])

@@ -2,7 +2,9 @@
 
 Reads the MLflow runs of the study's experiments (``dllm-lab/<task_name>`` of each ``rl_*`` arm):
 ``val/<task>/accuracy`` at step 0 (``validate_before_fit``) is the accuracy before RL and
-``eval/<task>/accuracy`` (``eval_after_fit``) the accuracy after.
+``eval/<task>/accuracy`` (``eval_after_fit``) the accuracy after. Runs are grouped by the model they
+started from, and a seed that was run more than once counts with its newest run only, so a rerun of the
+study (or of one seed) replaces the old numbers instead of being averaged with them.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ ARM_LABELS = {
 
 
 def collect_runs(tracking_uri: str, arms: tuple[str, ...] = ARMS) -> list[dict[str, Any]]:
-    """One row per finished run: arm, task, seed, accuracy before/after, wall time (minutes)."""
+    """One row per (arm, task, model, seed), from its newest finished run: accuracy before/after, wall time
+    (minutes); ``model`` is the last path component of ``model.name_or_path``."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri)
-    rows = []
+    newest: dict[tuple, dict[str, Any]] = {}
     for arm in arms:
         experiment = client.get_experiment_by_name(f"dllm-lab/{arm}")
         if experiment is None:
@@ -39,12 +42,17 @@ def collect_runs(tracking_uri: str, arms: tuple[str, ...] = ARMS) -> list[dict[s
             after = run.data.metrics[f"eval/{task}/accuracy"]
             if not before:
                 continue  # fast-dev or interrupted runs lack the accuracy before RL
-            rows.append({
-                "arm": arm, "task": task, "seed": int(run.data.params.get("seed", -1)), "before": before[0].value,
-                "after": after,
+            model = str(run.data.params.get("model.name_or_path", "?")).rstrip("/").rsplit("/", 1)[-1]
+            row = {
+                "arm": arm, "task": task, "model": model, "seed": int(run.data.params.get("seed", -1)),
+                "before": before[0].value, "after": after,
                 "minutes": (run.info.end_time - run.info.start_time) / 60_000, "run_id": run.info.run_id,
-            })
-    return rows
+                "start_time": run.info.start_time,
+            }
+            key = (arm, task, model, row["seed"])
+            if key not in newest or row["start_time"] > newest[key]["start_time"]:
+                newest[key] = row
+    return list(newest.values())
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -56,17 +64,17 @@ def _mean_sd(values: list[float]) -> str:
 def study_table(rows: list[dict[str, Any]]) -> str:
     """Markdown: per arm, seeds, accuracy before, after (mean ± sample std over seeds), change, minutes."""
     lines = [
-        "| arm | task | seeds | accuracy before | accuracy after | change | min/run |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| arm | task | model | seeds | accuracy before | accuracy after | change | min/run |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
-    for arm, task in dict.fromkeys((r["arm"], r["task"]) for r in rows):
-        mine = [r for r in rows if r["arm"] == arm and r["task"] == task]
+    for arm, task, model in dict.fromkeys((r["arm"], r["task"], r["model"]) for r in rows):
+        mine = [r for r in rows if (r["arm"], r["task"], r["model"]) == (arm, task, model)]
         before = [r["before"] for r in mine]
         after = [r["after"] for r in mine]
         change = [r["after"] - r["before"] for r in mine]
         seeds = ",".join(str(s) for s in sorted(r["seed"] for r in mine))
         lines.append(
-            f"| {ARM_LABELS.get(arm, arm)} | {task} | {seeds} | {_mean_sd(before)} | {_mean_sd(after)} | "
+            f"| {ARM_LABELS.get(arm, arm)} | {task} | {model} | {seeds} | {_mean_sd(before)} | {_mean_sd(after)} | "
             f"{_mean_sd(change)} | {statistics.mean(r['minutes'] for r in mine):.1f} |"
         )
     return "\n".join(lines)
@@ -86,5 +94,6 @@ def write_report(tracking_uri: str, output_dir: str | Path) -> str:
     out.mkdir(parents=True, exist_ok=True)
     table = study_table(rows)
     (out / "results.md").write_text(table + "\n")
-    pd.DataFrame(rows).sort_values(["arm", "task", "seed"]).to_csv(out / "runs.csv", index=False)
+    frame = pd.DataFrame(rows).drop(columns="start_time").sort_values(["arm", "task", "model", "seed"])
+    frame.to_csv(out / "runs.csv", index=False)
     return table

@@ -118,6 +118,8 @@ def test_a_sweep_checks_every_setting_before_decoding_any(compose_cfg, tmp_path)
         (["+data.task_options.equations.context_line=2"], r"task_options\.equations.*context_line"),
         (["+data.task_options.equations.context_lines=-1"], r"task_options\.equations.*non-negative"),
         (["+data.task_options.gsm9k.x=1"], r"task_options\.gsm9k: unknown task"),
+        (["data.block_noise_prob=1.5"], r"data\.block_noise_prob=1\.5 must be a probability"),
+        (["data.block_noise_length=0"], r"data\.block_noise_length=0 must be at least 1"),
     ],
 )
 def test_impossible_values_fail_before_building_anything(compose_cfg, overrides, message):

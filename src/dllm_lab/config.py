@@ -16,6 +16,7 @@ def _check(ok: bool, message: str) -> None:
 
 def validate_config(cfg: DictConfig, stage: str) -> None:
     """Check values Hydra's struct mode cannot (ranges, consistency) before anything is built."""
+    from dllm_lab.data.collate import SFTCollator
     from dllm_lab.tasks import TASKS
 
     entry = cfg.get("entry", stage)
@@ -40,10 +41,11 @@ def validate_config(cfg: DictConfig, stage: str) -> None:
             TASKS[name](**dict(options))
         except (TypeError, ValueError) as err:
             raise ConfigError(f"data.task_options.{name}={dict(options)}: {err}") from None
-    block_prob = data.get("block_noise_prob", 0.0)
-    _check(0.0 <= block_prob <= 1.0, f"data.block_noise_prob={block_prob} must be a probability in [0, 1]")
-    _check(data.get("block_noise_length", 1) >= 1,
-           f"data.block_noise_length={data.get('block_noise_length')} must be at least 1")
+    try:  # the collator's own checks; its messages start with the field name
+        SFTCollator(0, 0, block_noise_prob=data.get("block_noise_prob", 0.0),
+                    block_noise_length=data.get("block_noise_length", 16))
+    except ValueError as err:
+        raise ConfigError(f"data.{err}") from None
     _check(data.batch_size > 0, f"data.batch_size={data.batch_size} must be positive")
     _check(data.eval_batch_size > 0, f"data.eval_batch_size={data.eval_batch_size} must be positive")
     _check(data.num_eval > 0, f"data.num_eval={data.num_eval} must be positive")

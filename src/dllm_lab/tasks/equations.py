@@ -70,6 +70,10 @@ def _product(rng: random.Random) -> tuple[str, int]:
 # Weighted towards what the other tasks' reasoning needs most: sums and differences.
 KINDS = {"sum2": (_sum2, 3.0), "running": (_running, 4.0), "difference": (_difference, 3.0), "half": (_half, 1.5),
          "product": (_product, 1.0)}
+_NAMES = list(KINDS)
+_WEIGHTS = [KINDS[n][1] for n in _NAMES]
+_STANDALONE = [n for n in _NAMES if n != "running"]  # a context line has no line before it to continue
+_STANDALONE_WEIGHTS = [KINDS[n][1] for n in _STANDALONE]
 
 
 class Equations(Task):
@@ -77,10 +81,11 @@ class Equations(Task):
 
     Up to ``context_lines`` complete lines come first (``12+40=52\n7*3=21\n185-17=``), and a
     running-total line then continues the last of them (``12+40=52\n-7=`` -> ``45``). A model trained
-    with none computes only at the start of a sequence: the tiny model's sums and differences were 0.87
-    right after BOS, 0.04 after three other lines and 0.02 inside a reasoning. Learning with context
-    from the start is slow (0.19 after 1,000 steps); the embedded model's curriculum first learns at
-    BOS (``context_lines=0``, stage 3a), then moves the skill into context (stage 3b).
+    with none computes only at the start of a sequence: after stage 3a (``context_lines=0``) the tiny
+    model's sums and differences were 0.99 right after BOS, 0.01 after three other lines and 0.07
+    inside a reasoning (``scripts/arith_probe.py``). Learning with context from the start is slow (0.19
+    after 1,000 steps); the embedded model's curriculum first learns at BOS (stage 3a), then moves the
+    skill into context (stage 3b).
     """
 
     name = "equations"
@@ -116,16 +121,12 @@ class Equations(Task):
         return a is not None and b is not None and int(a) == int(b)
 
     def sample(self, rng: random.Random) -> Example:
-        names = list(KINDS)
-        weights = [KINDS[n][1] for n in names]
-        standalone = [n for n in names if n != "running"]  # a context line has no line before it to continue
-        standalone_weights = [KINDS[n][1] for n in standalone]
         context, previous = [], None
         for _ in range(rng.randint(0, self.context_lines) if self.context_lines else 0):
-            kind = rng.choices(standalone, standalone_weights)[0]
+            kind = rng.choices(_STANDALONE, _STANDALONE_WEIGHTS)[0]
             lhs, previous = KINDS[kind][0](rng)
             context.append(f"{lhs}={previous}")
-        kind = rng.choices(names, weights)[0]
+        kind = rng.choices(_NAMES, _WEIGHTS)[0]
         if kind == "running" and previous is not None:
             expression, value = _running_op(rng, previous)
         else:

@@ -23,10 +23,10 @@ import torch
 
 from dllm_lab.decoding import DecodeConfig, TrajectoryRecorder, decode
 from dllm_lab.factory import load_decoder_preset
-from dllm_lab.metrics import TemporalCallback
 from dllm_lab.models import load_model
 from dllm_lab.paths import config_dir, project_root
 from dllm_lab.tasks import get_task
+from dllm_lab.temporal import TemporalCallback
 
 
 class ForwardTimer:

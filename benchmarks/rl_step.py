@@ -43,11 +43,10 @@ def _rss_mb() -> float:
 
 def run_one(label: str, args: argparse.Namespace) -> dict:
     """Measure one setting in this process (called in a fresh subprocess by :func:`main`)."""
-    from dllm_lab.data.collate import left_pad
     from dllm_lab.decoding import DecodeConfig
     from dllm_lab.factory import load_decoder_preset
-    from dllm_lab.models import load_model
-    from dllm_lab.rl import policy_loss
+    from dllm_lab.models import left_pad, load_model
+    from dllm_lab.rl import GRPOSettings, policy_loss
     from dllm_lab.tasks import get_task
     from dllm_lab.training.grpo import GRPOModule
 
@@ -60,8 +59,9 @@ def run_one(label: str, args: argparse.Namespace) -> dict:
     if preset == "semi_ar":
         values["block_length"] = min(values["block_length"], L)
     lm = load_model(args.model).to(device)
-    module = GRPOModule(lm, DecodeConfig.from_dict(values), estimator=estimator, num_generations=args.generations,
-                        num_iterations=args.iterations, beta=0.0).to(device)
+    settings = GRPOSettings(estimator=estimator, num_generations=args.generations, num_iterations=args.iterations,
+                            beta=0.0, temperature=1.0)
+    module = GRPOModule(lm, settings, DecodeConfig.from_dict(values)).to(device)
     optimizer = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=1e-6)
     task = get_task("countdown", prompt_style="compact")
     examples = task.synthetic(args.prompts * (args.reps + 1), seed=7)
@@ -82,7 +82,7 @@ def run_one(label: str, args: argparse.Namespace) -> dict:
             base = _rss_mb()
         start = time.perf_counter()
         for i in range(args.iterations):
-            logp, tok_mask = module.logps(lm, ro, i, rollout_seed=rep)
+            logp, tok_mask = module.estimator.logps(lm, ro, i)
             loss, _ = policy_loss(logp, logp.detach(), None, ro.advantages, tok_mask, beta=0.0)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -26,6 +26,7 @@ from dllm_lab.data import TaskDataModule
 from dllm_lab.models import DiffusionLM, build_tiny_model, build_tokenizer
 from dllm_lab.models.tiny import task_corpus
 from dllm_lab.training.mdlm import MDLMModule
+from dllm_lab.training.optim import OptimSettings
 
 WARMUP = 3
 
@@ -48,7 +49,7 @@ def build(seed: int = 0) -> DiffusionLM:
 
 
 def plain_loop(lm: DiffusionLM, batches: list[dict]) -> list[float]:
-    module = MDLMModule(lm, total_steps=len(batches))
+    module = MDLMModule(lm, OptimSettings(total_steps=len(batches)))
     opt_cfg = module.configure_optimizers()
     optimizer, scheduler = opt_cfg["optimizer"], opt_cfg["lr_scheduler"]["scheduler"]
     lm.train()
@@ -66,7 +67,7 @@ def plain_loop(lm: DiffusionLM, batches: list[dict]) -> list[float]:
 
 
 def lightning_loop(lm: DiffusionLM, batches: list[dict]) -> list[float]:
-    module = MDLMModule(lm, total_steps=len(batches))
+    module = MDLMModule(lm, OptimSettings(total_steps=len(batches)))
     timer = StepTimer()
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_steps=len(batches), logger=False, enable_checkpointing=False,

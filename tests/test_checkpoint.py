@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from conftest import compose_config
-from dllm_lab.evaluation.run import run_eval
 from dllm_lab.models import load_model
 from dllm_lab.paths import project_root
+from dllm_lab.runs import run_eval
 
 TINY = project_root() / "checkpoints" / "tiny-mdlm"
 

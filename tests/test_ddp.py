@@ -7,8 +7,7 @@ import json
 import mlflow
 import pytest
 
-from dllm_lab.evaluation.run import run_eval
-from dllm_lab.training.run import run_train
+from dllm_lab.runs import run_eval, run_train
 
 pytestmark = pytest.mark.slow
 

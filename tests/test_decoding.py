@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dllm_lab.config import ConfigError
 from dllm_lab.decoding import DecodeConfig, SpeedMeter, TrajectoryRecorder, decode, linear_counts
 from dllm_lab.decoding.scorers import filter_logits, position_scores, sample_tokens
+from dllm_lab.errors import ConfigError
 
 PROMPTS = ["Tom has 3 apples. He buys 4 more.", "Solve 1+2.", "Using the numbers 1, 2, 3, make 6."]
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 import yaml
 
-from dllm_lab.config import ConfigError
 from dllm_lab.decoding import (
     DecodeCallback,
     DecodeConfig,
@@ -28,6 +27,7 @@ from dllm_lab.decoding import (
     threshold_select,
 )
 from dllm_lab.decoding import loop as loop_module
+from dllm_lab.errors import ConfigError
 from dllm_lab.factory import load_decoder_preset
 from dllm_lab.models.adapter import DiffusionLM
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dllm_lab.config import ConfigError
 from dllm_lab.decoding import DecodeConfig, InfillTemplate, TrajectoryRecorder, decode, linear_counts
+from dllm_lab.errors import ConfigError
 from test_decoding_engine import PROMPTS, ScriptedLM
 
 # -- reasoning-as-infilling, early exit, posterior -----------------------------------------------------------

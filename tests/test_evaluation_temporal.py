@@ -8,26 +8,27 @@ import mlflow
 import pandas as pd
 import pytest
 
-from dllm_lab.config import ConfigError
+from dllm_lab.errors import ConfigError
 from dllm_lab.evaluation import module as eval_module
-from dllm_lab.evaluation.plots import plot_all, timeline_matrix
-from dllm_lab.evaluation.report import format_table, results_from_metrics, temporal_table
-from dllm_lab.evaluation.run import run_eval
+from dllm_lab.evaluation.report import format_table, temporal_table
 from dllm_lab.evaluation.sweep import results_markdown, summary_table
-from dllm_lab.evaluation.temporal import (
+from dllm_lab.runs import run_eval
+from dllm_lab.tasks import get_task
+from dllm_lab.tasks.arith import Arith
+from dllm_lab.temporal import (
+    TemporalSample,
     TemporalSettings,
     latest_temporal_run,
     load_temporal_run,
     read_records,
+    results_from_metrics,
     temporal_records,
     write_records,
 )
-from dllm_lab.metrics import TemporalSample
-from dllm_lab.tasks import get_task
-from dllm_lab.tasks.arith import Arith
+from dllm_lab.temporal.plots import plot_all, timeline_matrix
 
 TINY = ["data.num_eval=5", "data.eval_batch_size=3", "decoder.gen_length=16", "decoder.block_length=8",
-        "decoder.steps=8", "~data.eval_tasks.countdown", "trainer.num_threads=1"]
+        "decoder.steps=8", "data.eval_tasks={arith: synthetic, sudoku4: synthetic}", "trainer.num_threads=1"]
 TASKS = ("arith", "sudoku4")
 TEMPORAL_KEYS = ("tcv_fixed_accuracy", "tcv_linear_accuracy", "tcv_exp_accuracy", "everpass", "correct_then_wrong",
                  "answer_changes", "tse_mean", "tse_confidence_mean")
@@ -100,7 +101,7 @@ def test_temporal_voting_study_writes_table_and_plots(compose_cfg, tiny_model_di
     out = tmp_path / "study"
     result = run_eval(compose_cfg("eval", [
         "experiment=temporal_voting", f"model.name_or_path={tiny_model_dir}", "data.num_eval=3",
-        "data.eval_batch_size=3", "~data.eval_tasks.countdown", "sweep.gen_lengths=[16,32]",
+        "data.eval_batch_size=3", "data.eval_tasks={arith: synthetic, sudoku4: synthetic}", "sweep.gen_lengths=[16,32]",
         f"sweep.output_dir={out}", "trainer.num_threads=1", "print_table=false",
     ]))
     table = (out / "temporal_table.md").read_text()
@@ -181,10 +182,10 @@ def test_sweep_summary_has_one_line_per_setting_with_means():
     assert results_markdown(rows).count("| med | 128 |") == 2  # summary and per-task table
 
 
-def test_settings_defaults_are_the_papers():
-    settings = TemporalSettings.from_config({"enabled": True})
+def test_settings_defaults_are_the_papers_and_the_configs():
+    settings = TemporalSettings()
     assert settings.vote_alpha == 5.0 and settings.tse_alpha == 12.8 and settings.tse_skip_ratio == 0.5
-    assert TemporalSettings.from_config({"enabled": False}) is None and TemporalSettings.from_config(None) is None
+    assert settings.vote_weightings == ("fixed", "linear", "exp") and settings.tse_weighting == "exp"
 
 
 def _length_answer(text: str) -> float:

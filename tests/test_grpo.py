@@ -11,15 +11,15 @@ import mlflow
 import pytest
 import torch
 
-from dllm_lab.config import ConfigError
+from dllm_lab.errors import ConfigError
 from dllm_lab.factory import load_decoder_preset, scale_decoder
 from dllm_lab.paths import config_dir
 from dllm_lab.rl import register_reward
-from dllm_lab.training.run import run_train
+from dllm_lab.runs import run_train
 
 # A reward that (almost) always differs within a group, so advantages and gradients are non-zero even
 # for an untrained policy. Registered at import: DDP workers import this module too.
-register_reward("text_length", lambda completions, examples: [len(c) % 7 / 6 for c in completions])
+register_reward("text_length", lambda batch: [len(c) % 7 / 6 for c in batch.completions])
 
 ALGOS = sorted(p.stem for p in (config_dir() / "algo").glob("*.yaml") if p.stem != "mdlm_sft")
 DECODERS = sorted(p.stem for p in (config_dir() / "decoder").glob("*.yaml") if p.stem != "base")
@@ -207,17 +207,17 @@ def test_rl_study_report_has_before_and_after_per_seed(compose_cfg, tiny_model_d
 
 @pytest.mark.parametrize("estimator", ["one_step", "full_mask", "trajectory"])
 def test_updates_raise_the_likelihood_of_positive_advantage_completions(estimator, tiny_model_dir):
-    from dllm_lab.data.collate import left_pad
     from dllm_lab.decoding import DecodeConfig
-    from dllm_lab.models import load_model
-    from dllm_lab.rl import policy_loss
+    from dllm_lab.models import left_pad, load_model
+    from dllm_lab.rl import GRPOSettings, policy_loss
     from dllm_lab.tasks import get_task
     from dllm_lab.training.grpo import GRPOModule
 
     torch.manual_seed(0)
     lm = load_model(tiny_model_dir)
-    decoder = DecodeConfig(gen_length=16, block_length=8, steps=8, temperature=1.0)
-    module = GRPOModule(lm, decoder, estimator=estimator, num_generations=2, beta=0.0)
+    decoder = DecodeConfig(gen_length=16, block_length=8, steps=8)
+    settings = GRPOSettings(estimator=estimator, num_generations=2, beta=0.0, temperature=1.0)
+    module = GRPOModule(lm, settings, decoder)
     task = get_task("countdown", prompt_style="compact")
     example = task.synthetic(1, seed=3)[0]
     ids, mask = left_pad([lm.chat.prompt_ids(task.build_prompt(example))], lm.pad_token_id)
@@ -227,14 +227,14 @@ def test_updates_raise_the_likelihood_of_positive_advantage_completions(estimato
 
     def sequence_logp() -> torch.Tensor:
         with torch.no_grad():
-            logp, m = module.logps(lm, ro, 0, rollout_seed=0)
+            logp, m = module.estimator.logps(lm, ro, 0)
         total = logp * m  # (2, L), or (S, 2, L) for trajectory
         return total.sum(-1) if total.dim() == 2 else total.sum((0, 2))
 
     before = sequence_logp()
     optimizer = torch.optim.SGD(lm.parameters(), lr=0.05)
     for _ in range(3):
-        logp, m = module.logps(lm, ro, 0, rollout_seed=0)
+        logp, m = module.estimator.logps(lm, ro, 0)
         loss, _ = policy_loss(logp, logp.detach(), None, ro.advantages, m, beta=0.0)
         optimizer.zero_grad()
         loss.backward()

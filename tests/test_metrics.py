@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from dllm_lab.decoding import DecodeCallback, DecodeConfig, DecodeState, decode
-from dllm_lab.metrics import (
+from dllm_lab.tasks import get_task
+from dllm_lab.temporal import (
     AnswerChanges,
     CorrectThenWrong,
     EverPass,
@@ -29,6 +30,7 @@ from dllm_lab.metrics import (
     correct_then_wrong_rate,
     ever_correct,
     ever_pass_at_1,
+    first_kept_step,
     step_weights,
     temporal_confidence,
     temporal_metric_collection,
@@ -36,7 +38,6 @@ from dllm_lab.metrics import (
     temporal_vote,
     temporal_vote_index,
 )
-from dllm_lab.tasks import get_task
 
 LN = math.log
 
@@ -155,6 +156,18 @@ def test_skip_ratio_edges():
     # unparsable kept steps are left out of the masses
     assert temporal_semantic_entropy([None, None, 1, None]) == 0.0
     assert temporal_confidence([None, None, 1, None]) == 1.0
+
+
+def test_tse_skip_floors_like_the_released_code():
+    """Time Is a Feature's code keeps ``answers[int(T * ratio):]``: with an odd number of steps 0.5 drops 3 of 7."""
+    answers = [1, 2, 2, 1, 1, 1, 2]  # floor keeps s = 3..6 -> [1, 1, 1, 2]; a ceiling would keep [1, 1, 2]
+    expected = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    assert temporal_semantic_entropy(answers, skip_ratio=0.5, weighting="fixed") == pytest.approx(expected)
+    assert first_kept_step(7, 0.5) == 3 and first_kept_step(6, 0.5) == 3 and first_kept_step(1, 0.5) == 0
+    for steps in range(1, 40):
+        for ratio in (0.0, 0.1, 0.25, 0.29, 0.3, 0.5, 0.7, 0.9, 1.0):
+            released = len(range(steps)[int(steps * ratio):])  # what the released code keeps
+            assert steps - first_kept_step(steps, ratio) == max(released, 1), (steps, ratio)
 
 
 # -- per-sample events --------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from dllm_lab.evaluation.run import run_eval
 from dllm_lab.paths import project_root
+from dllm_lab.runs import run_eval
 
 nbclient = pytest.importorskip("nbclient", reason="pip install -e '.[dev]' (nbclient, nbformat, ipykernel)")
 pytest.importorskip("ipykernel")
@@ -63,7 +63,8 @@ def test_notebooks_are_committed_without_outputs():
 def test_temporal_dynamics_redraws_a_tiny_run(compose_cfg, tiny_model_dir, kernel, tmp_path, monkeypatch):
     run_eval(compose_cfg("eval", [
         f"model.name_or_path={tiny_model_dir}", "data.num_eval=4", "data.eval_batch_size=4", "decoder.gen_length=16",
-        "decoder.block_length=8", "decoder.steps=8", "~data.eval_tasks.countdown", "trainer.num_threads=1",
+        "decoder.block_length=8", "decoder.steps=8", "data.eval_tasks={arith: synthetic, sudoku4: synthetic}",
+        "trainer.num_threads=1",
         "temporal.enabled=true", "temporal.plots=false", "print_table=false",
     ]))
     import mlflow

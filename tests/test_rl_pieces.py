@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,20 +12,26 @@ from torch import nn
 from dllm_lab.decoding import DecodeConfig, TrajectoryRecorder, decode
 from dllm_lab.decoding.loop import prepare_prompts
 from dllm_lab.rl import (
+    BUILTIN_REWARDS,
     LOG_SCORE_EPS,
+    REWARDS,
+    RewardBatch,
     commit_steps,
     completion_mask,
     correctness_reward,
     full_mask_logps,
+    get_reward,
     group_advantages,
     one_step_logps,
     policy_loss,
+    register_reward,
     task_reward,
     tcr_reward,
     trajectory_logps,
     weighted_sum,
 )
 from dllm_lab.tasks import get_task
+from dllm_lab.temporal import TemporalCallback, TemporalSettings
 
 MASK, EOS = 4, 3  # stub vocabulary: 0, 1, 2 words, 3 EOS/pad, 4 mask
 
@@ -75,17 +82,49 @@ def lp(n: int, t: int) -> float:
 CD = {"numbers": [16, 93, 100], "target": 23}
 
 
+def _batch(task, texts, examples, temporal=None, rule="spherical"):
+    correct = torch.tensor([task.is_correct(t, e) for t, e in zip(texts, examples, strict=True)], dtype=torch.float32)
+    return RewardBatch(texts, examples, [task] * len(texts), correct, temporal, rule)
+
+
 def test_task_and_correctness_rewards_countdown():
     task = get_task("countdown")
     texts = ["<answer>\\boxed{100-93+16}</answer>", "<answer>\\boxed{100-93-16}</answer>", "I do not know"]
-    assert task_reward(task)(texts, [CD] * 3) == [1.0, 0.1, 0.0]  # no parsable answer: the lowest reward
-    assert correctness_reward(task)(texts, [CD] * 3) == [1.0, 0.0, 0.0]
+    batch = _batch(task, texts, [CD] * 3)
+    assert get_reward("task")(batch).tolist() == pytest.approx([1.0, 0.1, 0.0])  # no answer: the lowest reward
+    assert get_reward("correct")(batch).tolist() == [1.0, 0.0, 0.0]
+    assert task_reward(batch) == [1.0, 0.1, 0.0] and correctness_reward(batch).tolist() == [1.0, 0.0, 0.0]
     with pytest.raises(ValueError, match="3 completions but 2 examples"):
-        task_reward(task)(texts, [CD] * 2)
+        RewardBatch(texts, [CD] * 2, [task] * 3, torch.zeros(3))
+
+
+def test_user_rewards_share_the_registry_with_the_built_ins():
+    assert set(BUILTIN_REWARDS) <= set(REWARDS)
+
+    @register_reward("test_length")
+    def length(batch):
+        return [len(c) for c in batch.completions]
+
+    try:
+        batch = _batch(get_task("countdown"), ["ab", "abcd"], [CD] * 2)
+        assert get_reward("test_length")(batch).tolist() == [2.0, 4.0]
+        register_reward("test_length", lambda b: [0.0])  # re-registering a user reward replaces it
+        with pytest.raises(ValueError, match="returned 1 values for 2 completions"):
+            get_reward("test_length")(batch)
+    finally:
+        REWARDS.pop("test_length")
+    with pytest.raises(ValueError, match="built in"):
+        register_reward("task", length)
+    with pytest.raises(ValueError, match=r"unknown reward 'nope'.*register_reward"):
+        get_reward("nope")
+
+
+def _confidence(tse: float, h_max: float) -> float:
+    return 1.0 if h_max == 0 else min(1.0, max(0.0, 1 - tse / h_max))
 
 
 def test_tcr_rules_by_hand_correct_point():
-    tse, y, h_max = 0.5, 1.0, math.log(4)
+    tse, y = 0.5, 1.0
     c = 1 - 0.5 / math.log(4)
     norm = math.sqrt(c**2 + (1 - c) ** 2)
     expected = {
@@ -93,11 +132,11 @@ def test_tcr_rules_by_hand_correct_point():
         "spherical": 1 + c / norm, "proper_spherical": 1 + c / norm,
     }
     for rule, value in expected.items():
-        assert tcr_reward(tse, y, rule, h_max) == pytest.approx(value, abs=1e-12), rule
+        assert tcr_reward(tse, c, y, rule) == pytest.approx(value, abs=1e-12), rule
 
 
 def test_tcr_rules_by_hand_wrong_point():
-    tse, y, h_max = 0.3, 0.0, math.log(2)
+    tse, y = 0.3, 0.0
     c = 1 - 0.3 / math.log(2)
     norm = math.sqrt(c**2 + (1 - c) ** 2)
     expected = {
@@ -105,29 +144,40 @@ def test_tcr_rules_by_hand_wrong_point():
         "spherical": c / norm, "proper_spherical": (1 - c) / norm,
     }
     for rule, value in expected.items():
-        assert tcr_reward(tse, y, rule, h_max) == pytest.approx(value, abs=1e-12), rule
+        assert tcr_reward(tse, c, y, rule) == pytest.approx(value, abs=1e-12), rule
 
 
 def test_tcr_confidence_edges_and_tensors():
-    # a single kept step (max entropy 0): c = 1; TSE above the maximum: c clipped to 0
-    assert tcr_reward(0.0, 1.0, "spherical", 0.0) == pytest.approx(2.0)
-    assert tcr_reward(0.0, 0.0, "proper_spherical", 0.0) == pytest.approx(0.0)
-    assert tcr_reward(0.0, 1.0, "logarithmic", 0.0) == pytest.approx(1 + math.log(1 - LOG_SCORE_EPS))
-    assert tcr_reward(0.0, 0.0, "logarithmic", 0.0) == pytest.approx(math.log(LOG_SCORE_EPS))
-    assert tcr_reward(2.0, 0.0, "proper_spherical", math.log(4)) == pytest.approx(1.0)  # c = 0, 1 - c = 1
-    assert tcr_reward(2.0, 1.0, "brier", math.log(4)) == pytest.approx(0.0)  # 1 - (0 - 1)^2
-    # tensors in -> tensor out, elementwise equal to the float path; per-sample max entropy
+    assert tcr_reward(0.0, 1.0, 1.0, "spherical") == pytest.approx(2.0)
+    assert tcr_reward(0.0, 1.0, 0.0, "proper_spherical") == pytest.approx(0.0)
+    assert tcr_reward(0.0, 1.0, 1.0, "logarithmic") == pytest.approx(1 + math.log(1 - LOG_SCORE_EPS))
+    assert tcr_reward(0.0, 1.0, 0.0, "logarithmic") == pytest.approx(math.log(LOG_SCORE_EPS))
+    assert tcr_reward(2.0, 0.0, 0.0, "proper_spherical") == pytest.approx(1.0)  # c = 0, 1 - c = 1
+    assert tcr_reward(2.0, 0.0, 1.0, "brier") == pytest.approx(0.0)  # 1 - (0 - 1)^2
+    assert tcr_reward(0.0, 1.5, 1.0, "fixed") == pytest.approx(1.0)  # c is clipped to [0, 1]
+    # tensors in -> tensor out, elementwise equal to the float path
     tse = torch.tensor([0.5, 0.3, 0.0])
     y = torch.tensor([True, False, True])
-    h_max = torch.tensor([math.log(4), math.log(2), 0.0])
+    c = torch.tensor([_confidence(0.5, math.log(4)), _confidence(0.3, math.log(2)), 1.0])
     for rule in ("fixed", "brier", "logarithmic", "spherical", "proper_spherical", "tse"):
-        out = tcr_reward(tse, y, rule, h_max)
+        out = tcr_reward(tse, c, y, rule)
         assert isinstance(out, torch.Tensor) and out.shape == (3,) and out.dtype == torch.float32
-        singles = [tcr_reward(float(t), float(c), rule, float(h)) for t, c, h in zip(tse, y, h_max, strict=True)]
+        singles = [tcr_reward(float(t), float(cc), float(yy), rule) for t, cc, yy in zip(tse, c, y, strict=True)]
         assert out.tolist() == pytest.approx(singles, abs=1e-6), rule
-    assert isinstance(tcr_reward(0.5, 1.0, "fixed", 1.0), float)
+    assert isinstance(tcr_reward(0.5, 0.5, 1.0, "fixed"), float)
     with pytest.raises(ValueError, match="proper_spherical"):
-        tcr_reward(0.5, 1.0, "sphere", 1.0)
+        tcr_reward(0.5, 0.5, 1.0, "sphere")
+
+
+def test_tcr_reward_uses_the_callbacks_confidence_one_kept_step_nothing_parsed(tiny_lm):
+    """Regression: with one kept step and no parsable answer, TSE = log 1 = 0 and the callback's confidence
+    is 0. Recomputing c from TSE / log(kept) gave c = 1 and a spherical reward of 1.0 for a wrong answer."""
+    task = get_task("countdown")
+    sample = TemporalCallback(tiny_lm, task, settings=TemporalSettings()).summarise([None], CD)
+    assert sample.tse == 0.0 and sample.confidence == 0.0 and sample.correct == [False]
+    batch = _batch(task, ["no answer"], [CD], temporal=[sample], rule="spherical")
+    assert get_reward("tcr")(batch).tolist() == [0.0]
+    assert get_reward("tcr")(_batch(task, ["no answer"], [CD], [sample], "tse")).tolist() == [0.0]
 
 
 def test_weighted_sum_and_its_errors():
@@ -345,3 +395,59 @@ def test_policy_loss_gradients_are_finite():
     loss = loss + policy_loss(traj, traj.detach(), None, torch.tensor([1.0, -1.0]), tmask, beta=0.0)[0]
     loss.backward()
     assert torch.isfinite(lm.table.grad).all() and lm.table.grad.abs().sum() > 0
+
+
+# -- estimators and settings -------------------------------------------------------------------------------
+def test_estimators_are_selected_by_name_and_new_ones_register_themselves():
+    from dllm_lab.rl import ESTIMATORS, Estimator, FullMask, OneStep, Trajectory, get_estimator
+
+    assert {"one_step": OneStep, "full_mask": FullMask, "trajectory": Trajectory}.items() <= ESTIMATORS.items()
+    assert get_estimator("one_step", p_mask_prompt=0.3).p_mask_prompt == 0.3
+    assert get_estimator("trajectory").needs_trajectory and OneStep.varies_per_iteration
+    with pytest.raises(ValueError, match=r"unknown estimator 'two_step'"):
+        get_estimator("two_step")
+
+    class Zero(Estimator):
+        name = "test_zero"
+
+    try:
+        assert ESTIMATORS["test_zero"] is Zero
+        with pytest.raises(NotImplementedError):
+            Zero().logps(None, None, 0)
+    finally:
+        ESTIMATORS.pop("test_zero")
+    with pytest.raises(ValueError, match="recorded with its trajectory"):
+        Trajectory().logps(None, SimpleNamespace(commit_step=None), 0)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({"estimator": "two_step"}, r"algo\.estimator"), ({"rewards": {"speed": 1.0}}, r"unknown \['speed'\]"),
+     ({"rewards": {}}, r"algo\.rewards"), ({"rewards": {"task": float("nan")}}, "finite"),
+     ({"tcr_rule": "sphere"}, r"algo\.tcr_rule"), ({"num_generations": 1}, r"algo\.num_generations"),
+     ({"num_iterations": 0}, r"algo\.num_iterations"), ({"temperature": 0.0}, r"algo\.temperature"),
+     ({"eps": 0.0}, r"algo\.eps"), ({"beta": -1.0}, r"algo\.beta"), ({"p_mask_prompt": 2.0}, r"algo\.p_mask_prompt"),
+     ({"advantage_scale": "rank"}, r"algo\.advantage_scale"), ({"max_grad_norm": 0.0}, r"algo\.max_grad_norm"),
+     ({"sample_table_every": -1}, r"algo\.sample_table_every")],
+)
+def test_grpo_settings_name_the_override_to_fix(change, message):
+    from dllm_lab.errors import ConfigError
+    from dllm_lab.rl import GRPOSettings
+
+    with pytest.raises(ConfigError, match=message):
+        GRPOSettings(**change)
+
+
+def test_a_tse_reward_needs_one_task_per_rollout(tiny_lm):
+    from dllm_lab.errors import ConfigError
+    from dllm_lab.models import left_pad
+    from dllm_lab.rl import GRPOSettings, rollout
+
+    tasks = {n: get_task(n, prompt_style="compact") for n in ("arith", "countdown")}
+    examples = [tasks["arith"].synthetic(1)[0], tasks["countdown"].synthetic(1)[0]]
+    ids, mask = left_pad([tiny_lm.encode_prompt(t.build_prompt(e)) for t, e in zip(tasks.values(), examples,
+                                                                                    strict=True)], 0)
+    batch = {"prompt_ids": ids, "attention_mask": mask, "examples": examples, "tasks": list(tasks)}
+    with pytest.raises(ConfigError, match="one task per run"):
+        rollout(tiny_lm, batch, DecodeConfig(gen_length=8, block_length=8, steps=8),
+                GRPOSettings(rewards={"tcr": 2.0}, num_generations=2), tasks, seed=0)

@@ -1,4 +1,4 @@
-"""Tasks: prompts, answer parsers, rewards (ALGORITHMS section 7), the safe evaluator, generators, loaders."""
+"""Tasks: prompts, answer parsers, rewards (docs/methods.md "Rewards"), the safe evaluator, generators, loaders."""
 
 from __future__ import annotations
 
@@ -19,15 +19,14 @@ from dllm_lab.tasks import (
     parse_number,
     safe_arith_eval,
 )
-from dllm_lab.tasks.base import pad_numbers
 from dllm_lab.tasks.math500 import too_costly
 from dllm_lab.tasks.safe_eval import expression_numbers
 from dllm_lab.tasks.sudoku import solve_all
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tasks"
-ALL_TASKS = ["arith", "gsm8k", "svamp", "math500", "countdown", "sudoku4", "drill"]
-SYNTHETIC = ["arith", "countdown", "sudoku4", "drill"]
-MAX_REWARD = {"arith": 2.0, "drill": 2.0, "gsm8k": 2.0, "svamp": 2.0, "math500": 2.0, "countdown": 1.0, "sudoku4": 1.0}
+ALL_TASKS = ["arith", "gsm8k", "svamp", "math500", "countdown", "sudoku4"]
+SYNTHETIC = ["arith", "countdown", "sudoku4"]
+MAX_REWARD = {"arith": 2.0, "gsm8k": 2.0, "svamp": 2.0, "math500": 2.0, "countdown": 1.0, "sudoku4": 1.0}
 # Normalised examples for the tasks that have no synthetic generator.
 HAND_MADE = {
     "gsm8k": {"question": "Janet has 3 boxes of 24 pencils. How many pencils?", "answer": "72", "reasoning": "3*24=72"},
@@ -143,7 +142,7 @@ def test_extract_boxed_and_parse_number():
     assert parse_number(None) is None
 
 
-# ---------------------------------------------------------------- rewards (ALGORITHMS section 7)
+# ---------------------------------------------------------------- rewards (docs/methods.md "Rewards")
 CD = {"numbers": [16, 93, 100], "target": 23}
 
 
@@ -332,23 +331,6 @@ def test_arith_reasoning_equations_are_correct():
         assert previous == int(ex["answer"]) and previous >= 1
 
 
-def test_drill_lines_are_true_and_chain_to_the_question_value():
-    kinds = set()
-    for ex in get_task("drill").synthetic(200, seed=6):
-        expression = re.fullmatch(r"Compute (.+) step by step\.", ex["question"]).group(1)
-        assert safe_arith_eval(expression) == int(ex["answer"]) >= 0, ex
-        previous = None
-        for line in ex["reasoning"].split("\n"):
-            lhs, rhs = line.split("=")
-            assert safe_arith_eval(lhs) == int(rhs), line
-            first = int(re.match(r"\d+", lhs).group())
-            assert previous is None or first == previous, "steps must chain"
-            kinds.add("/2" if lhs.endswith("/2") else "sum3" if lhs.count("+") == 2 else re.search("[+-]", lhs).group())
-            previous = int(rhs)
-        assert previous == int(ex["answer"])
-    assert {"/2", "sum3", "+", "-"} <= kinds  # every line shape arith and countdown reasoning uses
-
-
 def test_equations_are_plain_text_lines_with_true_values():
     task = get_task("equations")
     assert task.chat_template is False
@@ -374,21 +356,6 @@ def test_equations_are_plain_text_lines_with_true_values():
     example = {"expression": "185-17", "value": 168}
     assert task.parse_answer(" 168\n") == 168 and task.is_correct("168\n<garbage>", example)
     assert task.parse_answer("16 8") is None and not task.is_correct("167", example)
-
-
-def test_fixed_width_reasoning_is_an_option():
-    assert pad_numbers("54+7=61\n(-5)+120=115\n94/2=47", 3) == "054+007=061\n(-005)+120=115\n094/2=047"
-    with pytest.raises(ValueError, match="reasoning_number_width=0"):
-        get_task("arith", reasoning_number_width=0)
-    for name, width in [("arith", 3), ("drill", 4), ("countdown", None), ("sudoku4", None)]:
-        task = get_task(name, reasoning_number_width=width)
-        for example in task.synthetic(20, seed=8):
-            reasoning = task.reference_completion(example).split("</reasoning>")[0]
-            numbers = re.findall(r"(?<![/\d])\d+", reasoning)
-            if width:
-                assert numbers and all(len(n) == width for n in numbers), reasoning
-            else:  # written as is: no zero-padded number
-                assert numbers and not any(len(n) > 1 and n.startswith("0") for n in numbers), reasoning
 
 
 # ---------------------------------------------------------------- loading real data

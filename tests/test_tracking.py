@@ -166,11 +166,11 @@ def mlflow_server(tmp_path_factory):
 def test_train_run_is_logged_to_a_server(mlflow_server, compose_cfg, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from dllm_lab.training.run import run_train
+    from dllm_lab.runs import run_train
 
     monkeypatch.chdir(tmp_path)
     cfg = compose_cfg("train", [*TINY_TRAIN, f"logger.tracking_uri={mlflow_server}"])
-    eval_tasks = list(cfg.data.eval_tasks)
+    eval_tasks = list(cfg.data.eval_tasks or cfg.data.tasks)  # null: every training task
     metrics = run_train(cfg)
     assert all(f"eval/{t}/accuracy" in metrics for t in eval_tasks)
 
@@ -231,14 +231,14 @@ def test_train_run_is_logged_to_a_server(mlflow_server, compose_cfg, tmp_path, m
 def test_eval_logs_to_the_local_sqlite_store(compose_cfg, tiny_model_dir, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from dllm_lab.evaluation.run import run_eval
+    from dllm_lab.runs import run_eval
 
     monkeypatch.chdir(tmp_path)
     cfg = compose_cfg("eval", [*TINY_EVAL, f"model.name_or_path={tiny_model_dir}"])
     store = f"sqlite:///{tmp_path}/mlflow.db"
     assert cfg.logger.tracking_uri == store  # the conftest's per-test store, via MLFLOW_TRACKING_URI
     metrics = run_eval(cfg)
-    eval_tasks = list(cfg.data.eval_tasks)
+    eval_tasks = list(cfg.data.eval_tasks or cfg.data.tasks)  # null: every training task
     assert all(f"eval/{t}/accuracy" in metrics for t in eval_tasks)
 
     client = MlflowClient(tracking_uri=store)
@@ -264,15 +264,15 @@ def test_eval_logs_to_the_local_sqlite_store(compose_cfg, tiny_model_dir, tmp_pa
 def test_logger_none_creates_no_run(compose_cfg, tiny_model_dir, tmp_path, monkeypatch):
     import mlflow
 
-    from dllm_lab.evaluation.run import run_eval
-    from dllm_lab.factory import build_logger
+    from dllm_lab.factory import build_job
+    from dllm_lab.runs import run_eval
 
     monkeypatch.chdir(tmp_path)
     cfg = compose_cfg("eval", [*TINY_EVAL, f"model.name_or_path={tiny_model_dir}", "logger=none"])
     assert cfg.logger.tracking_uri is None
-    assert build_logger(cfg, tmp_path) is None
+    assert build_job(cfg, "eval").make_logger() is None
     metrics = run_eval(cfg)
-    assert all(f"eval/{t}/accuracy" in metrics for t in cfg.data.eval_tasks)
+    assert all(f"eval/{t}/accuracy" in metrics for t in cfg.data.tasks)
     assert mlflow.active_run() is None
     assert not (tmp_path / "mlflow.db").exists()
     assert not (tmp_path / "mlartifacts").exists()

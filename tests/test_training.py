@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from dllm_lab.models import load_model
+from dllm_lab.runs import run_train
 from dllm_lab.training.losses import mdlm_loss
-from dllm_lab.training.mdlm import MDLMModule, warmup_cosine
-from dllm_lab.training.run import run_train
+from dllm_lab.training.mdlm import MDLMModule
+from dllm_lab.training.optim import OptimSettings, warmup_cosine
 
 TINY = [
     "model=tiny_scratch", "model.init.hidden_size=32", "model.init.num_layers=1", "model.init.num_heads=1",
@@ -87,6 +88,23 @@ def test_resume_is_exact_and_continues_the_same_mlflow_run(compose_cfg, tmp_path
 
 
 @pytest.mark.slow
+def test_a_lightning_checkpoint_exports_to_a_loadable_model_dir(compose_cfg, tmp_path):
+    from dllm_lab.runs import export_checkpoint
+
+    cfg = compose_cfg("train", [*TINY, "trainer.max_steps=2", "trainer.checkpoint_every_n_steps=2",
+                                "trainer.val_check_interval=2", f"export_dir={tmp_path / 'direct'}", "logger=none"])
+    cfg.paths.output_dir = str(tmp_path / "job")
+    run_train(cfg)
+    out = export_checkpoint(tmp_path / "job" / "checkpoints" / "last.ckpt", tmp_path / "from_ckpt")
+    direct, exported = _weights(tmp_path / "direct"), _weights(out)
+    for k in direct:  # the same weights as the run's own export at its last step
+        torch.testing.assert_close(exported[k], direct[k], rtol=0, atol=0, msg=k)
+    config_yaml = (out / "config.yaml").read_text()
+    assert "prompt_style: compact" in config_yaml and "exported from last.ckpt at step 2" in config_yaml
+    assert load_model(out).prompt_style == "compact"
+
+
+@pytest.mark.slow
 def test_export_is_self_describing(compose_cfg, tmp_path):
     out = tmp_path / "export"
     run_train(compose_cfg("train", [*TINY, "trainer.max_steps=2", "trainer.val_check_interval=2",
@@ -109,6 +127,34 @@ def test_non_finite_loss_stops_with_a_clear_message(tiny_lm):
 
 
 def test_checkpoint_hparams_are_plain_containers(tiny_lm):
-    module = MDLMModule(tiny_lm, run_config={"a": {"b": 1}})
+    module = MDLMModule(tiny_lm, OptimSettings(), run_config={"a": {"b": 1}})
     assert type(module.hparams["run_config"]) is dict
     assert "lm" not in module.hparams
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [({"lr": 0}, r"algo\.lr"), ({"weight_decay": -1}, r"algo\.weight_decay"), ({"betas": (0.9, 1.0)}, r"algo\.betas"),
+     ({"warmup_steps": -1}, r"algo\.warmup_steps"), ({"total_steps": 0}, r"trainer\.max_steps"),
+     ({"min_lr_ratio": 2}, r"algo\.min_lr_ratio")],
+)
+def test_optimizer_settings_name_the_override_to_fix(settings, message):
+    from dllm_lab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        OptimSettings(**settings)
+
+
+def test_one_optimizer_builder_for_sft_and_grpo(tiny_lm):
+    from dllm_lab.training.optim import build_optimizer
+    from dllm_lab.training.trainer import TrainerSettings
+
+    sft = build_optimizer(tiny_lm.named_parameters(), OptimSettings(weight_decay=0.1))["optimizer"]
+    assert [g["weight_decay"] for g in sft.param_groups] == [0.1, 0.0]  # norms and biases are exempt
+    grpo = build_optimizer(tiny_lm.named_parameters(), OptimSettings(decay_norms_and_biases=True))["optimizer"]
+    assert len(grpo.param_groups) == 1 and sum(len(g["params"]) for g in sft.param_groups) == len(
+        grpo.param_groups[0]["params"])
+    from dllm_lab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"trainer\.max_steps=0"):
+        TrainerSettings(max_steps=0)

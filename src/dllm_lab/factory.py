@@ -1,138 +1,246 @@
-"""Builds the objects a run needs from its config: the one place that reads config groups.
+"""The one module that reads Hydra configs: it turns a composed ``DictConfig`` into typed objects.
 
-Entry points call these, then pass typed objects down; no class below takes "the config".
+``build_job(cfg, stage)`` validates the whole config before anything is built (every error names the
+override that fixes it) and returns a :class:`Job`: the typed settings of each concern, owned by its
+package (``DecodeConfig``, ``TemporalSettings``, ``GRPOSettings``, ``OptimSettings``, ``TrainerSettings``,
+``SweepSettings``), the user's instantiated callbacks, and builders for the model, data and logger.
+The run bodies (:mod:`dllm_lab.runs`) and the sweeps only see these objects; nothing below reads a config.
+
+Where the thing is a class a user may swap, the config names it with ``_target_`` and Hydra's
+``instantiate`` builds it: trainer callbacks (``callbacks.*``), the logger (``logger``) and decoding
+callbacks (``decode_callbacks.*``). ``imports=[my_pkg.rewards]`` imports modules first, so that rewards
+they register (``dllm_lab.rl.register_reward``) can be named in ``algo.rewards``.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dllm_lab.data import TaskDataModule
+from dllm_lab.data.collate import SFTCollator
+from dllm_lab.decoding import DecodeCallback, DecodeConfig
+from dllm_lab.errors import ConfigError
+from dllm_lab.evaluation.sweep import SweepSetting, SweepSettings
 from dllm_lab.models import DiffusionLM, build_tiny_model, build_tokenizer, load_model
 from dllm_lab.models.tiny import task_corpus
-from dllm_lab.tracking import log_config, make_mlflow_logger
+from dllm_lab.paths import config_dir, project_root
+from dllm_lab.rl import GRPOSettings
+from dllm_lab.tasks import TASKS
+from dllm_lab.tasks.base import PROMPT_STYLES
+from dllm_lab.temporal import TemporalSettings
+from dllm_lab.tracking import flatten, log_config
+from dllm_lab.training.optim import OptimSettings
+from dllm_lab.training.trainer import TrainerSettings
 
 log = logging.getLogger(__name__)
 
+ALGO_KINDS = ("sft", "grpo")
+MLFLOW_FACTORY = "dllm_lab.tracking.make_mlflow_logger"
 
-def build_model(model_cfg: DictConfig, data_cfg: DictConfig | None = None, seed: int = 0) -> DiffusionLM:
+
+@dataclass
+class Job:
+    """A validated run: typed settings plus what is needed to build the model, data and logger.
+
+    stage: ``train`` or ``eval``. config / config_yaml: the resolved config as plain containers and as
+    YAML (logged as params and ``config.yaml``, saved in checkpoints and exports). algo_kind: ``sft`` or
+    ``grpo`` (``algo.kind``; train only). temporal: always built (the TCR reward reads it);
+    eval_temporal: the same, or ``None`` when ``temporal.enabled=false``.
+    """
+
+    stage: str
+    seed: int
+    task_name: str
+    output_dir: Path
+    config: dict[str, Any]
+    config_yaml: str
+    decoder: DecodeConfig
+    temporal: TemporalSettings
+    eval_temporal: TemporalSettings | None
+    trainer: TrainerSettings
+    algo_kind: str | None = None
+    optim: OptimSettings | None = None
+    grpo: GRPOSettings | None = None
+    sweep: SweepSettings | None = None
+    ckpt_path: str | None = None
+    export_dir: str | None = None
+    eval_after_fit: bool = False
+    validate_before_fit: bool = False
+    print_table: bool = True
+    tracking_uri: str | None = None
+    experiment_name: str | None = None
+    decode_callbacks: list[DecodeCallback] = field(default_factory=list)
+    trainer_callbacks: list[Any] = field(default_factory=list)
+    _logger_cfg: Any = None
+
+    def make_logger(self, run_name: str | None = None, tags: dict[str, Any] | None = None,
+                    run_id: str | None = None, log_run_config: bool = False):
+        """The run's logger (``None`` with ``logger=none``). The default target is MLflow, tagged with the
+        run's model, strategy and devices; ``log_run_config`` logs the flattened config and ``config.yaml``."""
+        node = self._logger_cfg
+        if node is None or not node.get("_target_"):
+            return None
+        if node._target_ != MLFLOW_FACTORY:  # another logger class: built as configured
+            logger = instantiate(node)
+            if log_run_config and run_id is None:
+                logger.log_hyperparams(flatten(self.config))
+            return logger
+        cfg = self.config
+        all_tags = {
+            "task_name": self.task_name,
+            "model": cfg["model"].get("name_or_path") or "tiny_scratch",
+            "model_family": cfg["model"].get("family") or "auto",
+            "strategy": self.trainer.strategy,
+            "devices": self.trainer.devices,
+            "accelerator": self.trainer.accelerator,
+            **(cfg.get("tags") or {}),
+            **(tags or {}),
+        }
+        logger = instantiate(node, run_name=run_name or cfg.get("run_name") or self.task_name, root=project_root(),
+                             tags=all_tags, run_id=run_id)
+        if log_run_config and run_id is None:
+            from lightning.pytorch.utilities import rank_zero_only
+
+            if rank_zero_only.rank == 0:
+                log_config(logger, cfg, self.config_yaml)
+        return logger
+
+
+# -- building ---------------------------------------------------------------------------------------------
+def build_job(cfg: DictConfig, stage: str) -> Job:
+    """Validate ``cfg`` for ``stage`` (``train`` | ``eval``) and build its typed settings."""
+    for module in cfg.get("imports") or []:  # user extensions register themselves on import
+        try:
+            importlib.import_module(str(module))
+        except ImportError as err:
+            raise ConfigError(f"imports: cannot import {module!r} ({err}); is it on PYTHONPATH?") from None
+    entry = cfg.get("entry", stage)
+    _check(entry == stage, f"this config is for dllm-{entry} (python -m dllm_lab.cli.{entry}), not dllm-{stage}")
+    _validate_data(cfg.data)
+    trainer = TrainerSettings(**_plain(cfg.trainer))
+    temporal_values = _plain(cfg.get("temporal") or {})
+    enabled = temporal_values.pop("enabled", True)
+    temporal = _settings(TemporalSettings, temporal_values, "temporal")
+    decoder = DecodeConfig.from_dict(_plain(cfg.decoder), prefix="decoder")
+    logger_cfg = cfg.get("logger")
+    job = Job(
+        stage=stage, seed=int(cfg.seed), task_name=str(cfg.task_name), output_dir=Path(cfg.paths.output_dir),
+        config=_plain(cfg), config_yaml=OmegaConf.to_yaml(cfg, resolve=True), decoder=decoder, temporal=temporal,
+        eval_temporal=temporal if enabled else None, trainer=trainer, print_table=bool(cfg.get("print_table", True)),
+        tracking_uri=logger_cfg.get("tracking_uri") if logger_cfg else None,
+        experiment_name=logger_cfg.get("experiment_name") if logger_cfg else None,
+        decode_callbacks=[_instantiate(node, f"decode_callbacks.{name}", DecodeCallback)
+                          for name, node in (cfg.get("decode_callbacks") or {}).items()],
+        _logger_cfg=logger_cfg,
+    )
+    if stage == "train":
+        _train_settings(cfg, job)
+    if cfg.get("sweep"):
+        job.sweep = build_sweep(cfg.sweep)
+    return job
+
+
+def _train_settings(cfg: DictConfig, job: Job) -> None:
+    algo = cfg.algo
+    kind = algo.get("kind")
+    _check(kind in ALGO_KINDS, f"algo.kind={kind!r}: choose one of {ALGO_KINDS} (sft: MDLM SFT, grpo: GRPO family)")
+    job.algo_kind = kind
+    job.optim = OptimSettings(
+        lr=float(algo.lr), weight_decay=float(algo.weight_decay), betas=tuple(algo.betas),
+        warmup_steps=int(algo.warmup_steps), total_steps=job.trainer.max_steps, min_lr_ratio=float(algo.min_lr_ratio),
+        decay_norms_and_biases=kind == "grpo",  # as before: GRPO decays every parameter, SFT exempts norms/biases
+    )
+    if kind == "grpo":
+        names, weights = list(algo.rewards), list(algo.reward_weights)
+        _check(len(names) == len(weights),
+               f"algo.rewards={names} and algo.reward_weights={weights} need one weight per reward")
+        _check(len(set(names)) == len(names), f"algo.rewards={names}: a reward is listed twice")
+        job.grpo = GRPOSettings(
+            estimator=algo.estimator, rewards=dict(zip(names, map(float, weights), strict=True)),
+            tcr_rule=algo.tcr_rule, num_generations=int(algo.num_generations),
+            num_iterations=int(algo.num_iterations), temperature=float(algo.temperature), eps=float(algo.eps),
+            beta=float(algo.beta), p_mask_prompt=float(algo.p_mask_prompt), advantage_scale=algo.advantage_scale,
+            max_grad_norm=None if algo.max_grad_norm is None else float(algo.max_grad_norm),
+            sample_table_every=int(algo.sample_table_every), lora=_plain(algo.lora) if algo.get("lora") else None,
+        )
+    job.ckpt_path = cfg.get("ckpt_path")
+    job.export_dir = cfg.get("export_dir")
+    job.eval_after_fit = bool(cfg.get("eval_after_fit"))
+    job.validate_before_fit = bool(cfg.get("validate_before_fit"))
+    job.trainer_callbacks = [_instantiate(node, f"callbacks.{name}")
+                             for name, node in (cfg.get("callbacks") or {}).items() if node is not None]
+
+
+def build_model(job: Job) -> DiffusionLM:
     """Load ``model.name_or_path``, or build a fresh tiny model when ``model.init`` is set."""
+    model_cfg, data_cfg = job.config["model"], job.config["data"]
     init = model_cfg.get("init")
     if init:
-        tasks = list(data_cfg.tasks) if data_cfg is not None else ["arith", "countdown", "sudoku4"]
-        style = data_cfg.prompt_style if data_cfg is not None else "compact"
-        tokenizer = build_tokenizer(task_corpus(tasks, init.corpus_examples, style), init.vocab_size)
+        style = data_cfg.get("prompt_style") or "compact"
+        tokenizer = build_tokenizer(task_corpus(list(data_cfg["tasks"]), init["corpus_examples"], style),
+                                    init["vocab_size"])
         model = build_tiny_model(
-            tokenizer,
-            hidden_size=init.hidden_size,
-            num_layers=init.num_layers,
-            num_heads=init.num_heads,
-            intermediate_size=init.intermediate_size,
-            max_position_embeddings=init.max_position_embeddings,
-            seed=seed,
+            tokenizer, hidden_size=init["hidden_size"], num_layers=init["num_layers"], num_heads=init["num_heads"],
+            intermediate_size=init["intermediate_size"], max_position_embeddings=init["max_position_embeddings"],
+            seed=job.seed,
         )
-        return DiffusionLM(model, tokenizer, "masked_lm", tokenizer.mask_token_id, (tokenizer.eos_token_id,))
+        return DiffusionLM(model, tokenizer, "masked_lm", tokenizer.mask_token_id, (tokenizer.eos_token_id,),
+                           prompt_style=style)
     if not model_cfg.get("name_or_path"):
-        raise ValueError("set model.name_or_path=<dir or hub id>, or model=tiny_scratch to build a fresh model")
-    path = Path(str(model_cfg.name_or_path))
+        raise ConfigError("set model.name_or_path=<dir or hub id>, or model=tiny_scratch to build a fresh model")
+    path = Path(str(model_cfg["name_or_path"]))
     if "checkpoints" in path.parts and not path.exists():
         raise FileNotFoundError(
             f"model.name_or_path={path} does not exist. The embedded model ships in the repo: check out "
             "checkpoints/ (git lfs is not used), or retrain it with `make train-tiny`."
         )
     return load_model(
-        str(model_cfg.name_or_path),
-        family=model_cfg.get("family"),
-        trust_remote_code=bool(model_cfg.get("trust_remote_code", False)),
-        dtype=model_cfg.get("dtype", "auto"),
-        mask_token_id=model_cfg.get("mask_token_id"),
-        eos_token_ids=model_cfg.get("eos_token_ids"),
+        str(path), family=model_cfg.get("family"), trust_remote_code=bool(model_cfg.get("trust_remote_code", False)),
+        dtype=model_cfg.get("dtype", "auto"), mask_token_id=model_cfg.get("mask_token_id"),
+        eos_token_ids=model_cfg.get("eos_token_ids"), prompt_style=data_cfg.get("prompt_style"),
     )
 
 
-def build_datamodule(
-    data_cfg: DictConfig, lm: DiffusionLM, seed: int = 0, train_mode: str = "sft"
-) -> TaskDataModule:
-    """The task DataModule; ``train_mode="prompts"`` streams prompt batches for RL instead of SFT batches."""
-    kwargs: dict[str, Any] = OmegaConf.to_container(data_cfg, resolve=True)  # type: ignore[assignment]
-    return TaskDataModule(chat=lm.chat, mask_token_id=lm.mask_token_id, seed=seed, train_mode=train_mode, **kwargs)
+def build_datamodule(job: Job, lm: DiffusionLM) -> TaskDataModule:
+    """The task DataModule in the model's prompt style (``data.prompt_style`` overrides it); RL runs stream
+    prompt batches for rollouts instead of noised SFT batches."""
+    kwargs = dict(job.config["data"])
+    kwargs["prompt_style"] = kwargs.get("prompt_style") or lm.prompt_style
+    train_mode = "prompts" if job.algo_kind == "grpo" else "sft"
+    return TaskDataModule(chat=lm.chat, mask_token_id=lm.mask_token_id, seed=job.seed, train_mode=train_mode, **kwargs)
 
 
-def build_logger(cfg: DictConfig, root: Path, run_id: str | None = None):
-    """The MLflow logger for this run (``None`` when ``logger=none``), with params and config logged."""
-    logger_cfg = cfg.logger
-    if not logger_cfg.get("tracking_uri"):
-        return None
-    tags = {
-        "task_name": cfg.task_name,
-        "model": cfg.model.get("name_or_path") or "tiny_scratch",
-        "model_family": cfg.model.get("family") or "auto",
-        "strategy": cfg.trainer.strategy,
-        "devices": cfg.trainer.devices,
-        "accelerator": cfg.trainer.accelerator,
-        **cfg.get("tags", {}),
-    }
-    logger = make_mlflow_logger(
-        tracking_uri=logger_cfg.tracking_uri,
-        experiment_name=logger_cfg.experiment_name,
-        run_name=cfg.get("run_name") or cfg.task_name,
-        root=root,
-        tags=tags,
-        artifact_location=logger_cfg.get("artifact_location"),
-        run_id=run_id,
-    )
-    if logger_cfg.get("log_config", True) and run_id is None:
-        from lightning.pytorch.utilities import rank_zero_only
-
-        if rank_zero_only.rank == 0:
-            log_config(logger, OmegaConf.to_container(cfg, resolve=True), OmegaConf.to_yaml(cfg, resolve=True))
-    return logger
+def resolve_prompt_style(job: Job, lm: DiffusionLM) -> None:
+    """Write the prompt style the run uses into its config, so that exports and checkpoints describe it."""
+    style = job.config["data"].get("prompt_style") or lm.prompt_style
+    if job.config["data"].get("prompt_style") != style:
+        job.config["data"]["prompt_style"] = style
+        job.config_yaml = OmegaConf.to_yaml(OmegaConf.create(job.config))
 
 
-def build_trainer(
-    trainer_cfg: DictConfig, logger, callbacks: list, default_root_dir: str, manual_optimization: bool = False
-) -> L.Trainer:
-    """The Lightning Trainer. ``manual_optimization`` (RL modules clip per update themselves) leaves out
-    ``trainer.gradient_clip_val``, which Lightning refuses for manually optimised modules."""
-    if trainer_cfg.get("num_threads"):
-        torch.set_num_threads(int(trainer_cfg.num_threads))
-    return L.Trainer(
-        accelerator=trainer_cfg.accelerator,
-        devices=trainer_cfg.devices,
-        num_nodes=trainer_cfg.get("num_nodes", 1),
-        strategy=trainer_cfg.strategy,
-        precision=trainer_cfg.precision,
-        max_steps=trainer_cfg.max_steps,
-        val_check_interval=trainer_cfg.val_check_interval,
-        check_val_every_n_epoch=None,
-        limit_val_batches=trainer_cfg.get("limit_val_batches"),
-        gradient_clip_val=None if manual_optimization else trainer_cfg.gradient_clip_val,
-        accumulate_grad_batches=trainer_cfg.accumulate_grad_batches,
-        log_every_n_steps=trainer_cfg.log_every_n_steps,
-        fast_dev_run=trainer_cfg.fast_dev_run,
-        deterministic=trainer_cfg.deterministic,
-        logger=logger if logger is not None else False,
-        callbacks=callbacks,
-        default_root_dir=default_root_dir,
-        use_distributed_sampler=False,  # the DataModule shards by rank itself, without padding duplicates
-        enable_model_summary=False,
-    )
+def model_from_run_config(run_config: dict[str, Any]) -> DiffusionLM:
+    """The model a checkpoint's stored run config describes (weights not loaded): for exports."""
+    cfg = OmegaConf.create(run_config)
+    job = Job(stage="export", seed=int(cfg.get("seed", 0)), task_name=str(cfg.get("task_name", "export")),
+              output_dir=Path("."), config=run_config, config_yaml=OmegaConf.to_yaml(cfg), decoder=DecodeConfig(),
+              temporal=TemporalSettings(), eval_temporal=None, trainer=TrainerSettings())
+    return build_model(job)
 
 
+# -- decoder presets and sweeps -----------------------------------------------------------------------------
 def load_decoder_preset(name: str) -> dict[str, Any]:
     """The mapping in ``configs/decoder/<name>.yaml`` (what ``decoder=<name>`` selects)."""
-    from dllm_lab.paths import config_dir
-
     path = config_dir() / "decoder" / f"{name}.yaml"
     if not path.exists():
         choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ValueError(f"unknown decoder preset {name!r}; available: {choices}")
+        raise ConfigError(f"unknown decoder preset {name!r}; available: {choices}")
     preset = OmegaConf.load(path)
     merged = OmegaConf.create()
     for parent in preset.pop("defaults", []):  # presets extend `base` through Hydra's defaults list
@@ -154,3 +262,79 @@ def scale_decoder(values: dict[str, Any], gen_length: int) -> dict[str, Any]:
         values["block_length"] = max(1, values["block_length"] * gen_length // values["gen_length"])
     values["gen_length"] = gen_length
     return values
+
+
+def build_sweep(sweep: DictConfig) -> SweepSettings:
+    """Every (preset, generation length) of ``sweep``, each validated before the first one is decoded."""
+    overrides = _plain(sweep.get("overrides") or {})
+    settings = []
+    for name in sweep.decoders:
+        for gen_length in sweep.gen_lengths:
+            values = {**scale_decoder(load_decoder_preset(name), gen_length), **overrides.get(name, {})}
+            try:
+                settings.append(SweepSetting(name, int(gen_length), values, DecodeConfig.from_dict(values)))
+            except ConfigError as err:
+                raise ConfigError(f"sweep setting decoder={name}, gen_length={gen_length}: {err}") from None
+    output_dir = sweep.get("output_dir")
+    return SweepSettings(tuple(settings), Path(output_dir) if output_dir else None,
+                         bool(sweep.get("temporal_report", False)))
+
+
+# -- validation helpers -----------------------------------------------------------------------------------
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _plain(node: Any) -> Any:
+    """A config node as plain containers (resolved); plain values pass through."""
+    if OmegaConf.is_config(node):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+def _settings(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    _check(not unknown, f"{prefix}.{unknown[0] if unknown else ''}: unknown key; available: {sorted(known)}")
+    if isinstance(values.get("vote_weightings"), list):
+        values["vote_weightings"] = tuple(values["vote_weightings"])
+    return cls(**values)
+
+
+def _instantiate(node: Any, where: str, expected: type | None = None) -> Any:
+    if not (OmegaConf.is_config(node) and node.get("_target_")):
+        raise ConfigError(f"{where}: give a mapping with _target_: <module.Class> (and its arguments)")
+    try:
+        obj = instantiate(node)
+    except Exception as err:  # Hydra wraps import and argument errors in InstantiationException
+        raise ConfigError(f"{where}: cannot instantiate {node._target_!r}: {err}") from None
+    if expected is not None and not isinstance(obj, expected):
+        raise ConfigError(f"{where}: {node._target_} is not a {expected.__name__}")
+    return obj
+
+
+def _validate_data(data: DictConfig) -> None:
+    """Values Hydra's struct mode cannot check (ranges, consistency), before anything is built."""
+    for name in data.tasks:
+        _check(name in TASKS, f"data.tasks: unknown task {name!r}; available: {sorted(TASKS)}")
+    for name in data.eval_tasks or {}:
+        _check(name in TASKS, f"data.eval_tasks: unknown task {name!r}; available: {sorted(TASKS)}")
+    _check(len(data.weights) == len(data.tasks), "data.weights must have one weight per entry of data.tasks")
+    for name, options in (data.get("task_options") or {}).items():
+        _check(name in TASKS, f"data.task_options.{name}: unknown task; available: {sorted(TASKS)}")
+        try:
+            TASKS[name](**dict(options))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"data.task_options.{name}={dict(options)}: {err}") from None
+    try:  # the collator's own checks; its messages start with the field name
+        SFTCollator(0, 0, block_noise_prob=data.get("block_noise_prob", 0.0),
+                    block_noise_length=data.get("block_noise_length", 16))
+    except ValueError as err:
+        raise ConfigError(f"data.{err}") from None
+    _check(data.batch_size > 0, f"data.batch_size={data.batch_size} must be positive")
+    _check(data.eval_batch_size > 0, f"data.eval_batch_size={data.eval_batch_size} must be positive")
+    _check(data.num_eval > 0, f"data.num_eval={data.num_eval} must be positive")
+    style = data.get("prompt_style")
+    _check(style is None or style in PROMPT_STYLES,
+           f"data.prompt_style={style!r}: use d1, compact, or null for the model's own")

@@ -13,7 +13,7 @@ ensure_root_env()
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
 def main(cfg: DictConfig) -> None:
     from dllm_lab.cli import tidy_lightning_logging
-    from dllm_lab.evaluation.run import run_eval
+    from dllm_lab.runs import run_eval
 
     tidy_lightning_logging()
     run_eval(cfg)

@@ -13,7 +13,7 @@ def main() -> None:
     parser.add_argument("ckpt_path")
     parser.add_argument("out_dir")
     args = parser.parse_args()
-    from dllm_lab.training.export import export_checkpoint
+    from dllm_lab.runs.export import export_checkpoint
 
     print(export_checkpoint(args.ckpt_path, args.out_dir))
 

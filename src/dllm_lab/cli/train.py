@@ -13,7 +13,7 @@ ensure_root_env()
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> None:
     from dllm_lab.cli import tidy_lightning_logging
-    from dllm_lab.training.run import run_train
+    from dllm_lab.runs import run_train
 
     tidy_lightning_logging()
     run_train(cfg)

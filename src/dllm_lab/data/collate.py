@@ -1,4 +1,4 @@
-"""Collators: masked-diffusion SFT noising (LLaDA, ALGORITHMS.md section 9) and prompt batches."""
+"""Collators: masked-diffusion SFT noising (LLaDA, docs/methods.md "SFT loss") and prompt batches."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from dllm_lab.models.chat import left_pad
 
 
 def sample_mask_prob(t: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -120,14 +122,3 @@ class PromptCollator:
             "prompts": [it["prompt"] for it in items],
         }
 
-
-def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(B, P)`` ids left-padded with ``pad_id`` and the matching ``(B, P)`` attention mask."""
-    width = max((len(s) for s in sequences), default=0)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(sequences), width, dtype=torch.long)
-    for b, seq in enumerate(sequences):
-        if seq:
-            ids[b, width - len(seq) :] = torch.as_tensor(seq)
-            mask[b, width - len(seq) :] = 1
-    return ids, mask

@@ -117,9 +117,10 @@ class TaskDataModule(L.LightningDataModule):
     """Train on a synthetic task mixture; validate SFT loss on held-out batches; test by decoding.
 
     ``eval_tasks`` maps task names to a source: ``"synthetic"`` (held-out seed ``eval_seed``), a local
-    jsonl/csv/parquet path, or a hub dataset id. ``task_options`` maps task names to keyword arguments of
-    their constructor (``{"equations": {"context_lines": 0}}``). ``reasoning_number_width`` maps training task names to
-    a digit width for their reference reasoning (see :class:`~dllm_lab.tasks.Task`). Evaluation sets are
+    jsonl/csv/parquet path, or a hub dataset id; ``None`` is the synthetic test set of every training task.
+    ``task_options`` maps task names to keyword arguments of their constructor
+    (``{"equations": {"context_lines": 0}}``). ``prompt_style``: the model's (see
+    :attr:`DiffusionLM.prompt_style <dllm_lab.models.DiffusionLM>`). Evaluation sets are
     sharded across ranks by striding (no padding duplicates), so summed metrics are exact under DDP.
     """
 
@@ -146,7 +147,6 @@ class TaskDataModule(L.LightningDataModule):
         block_noise_length: int = 16,
         block_noise_cut: str | None = None,
         train_mode: str = "sft",
-        reasoning_number_width: dict[str, int] | None = None,
         task_options: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
@@ -173,7 +173,6 @@ class TaskDataModule(L.LightningDataModule):
         if train_mode not in ("sft", "prompts"):
             raise ValueError(f"data.train_mode={train_mode!r}: choose 'sft' (noised SFT batches) or 'prompts' (RL)")
         self.train_mode = train_mode
-        self.reasoning_number_width = dict(reasoning_number_width or {})
         self.task_options = {name: dict(opts) for name, opts in (task_options or {}).items()}
         self._eval_sets: list[PromptSet] | None = None
         self._train: TaskMixtureStream | None = None
@@ -200,10 +199,7 @@ class TaskDataModule(L.LightningDataModule):
 
     # -- loaders --------------------------------------------------------------------------------
     def _stream(self, seed: int, exclude: set[str]) -> TaskMixtureStream:
-        widths = self.reasoning_number_width
-        tasks = [get_task(n, prompt_style=self.prompt_style, reasoning_number_width=widths.get(n),
-                          **self.task_options.get(n, {}))
-                 for n in self.task_names]
+        tasks = [get_task(n, prompt_style=self.prompt_style, **self.task_options.get(n, {})) for n in self.task_names]
         collator = self.collator if self.train_mode == "sft" else PromptCollator(self.chat.eos_token_ids[0])
         return TaskMixtureStream(tasks, self.weights, self.chat, collator, self.batch_size, seed, exclude)
 

@@ -1,4 +1,4 @@
-"""The decoding engine: one batched denoising loop over composable parts.
+"""The decoding engine: one batched denoising loop over composable parts, with no Lightning in it.
 
 A decoder = scorer x schedule (or adaptive rule) x blocks x modifiers (+ infilling template, early exit);
 see :class:`DecodeConfig` and the presets in ``configs/decoder/``.
@@ -7,10 +7,10 @@ see :class:`DecodeConfig` and the presets in ``configs/decoder/``.
 >>> out.texts[0], out.nfe
 """
 
-from dllm_lab.decoding.callbacks import DecodeCallback, DecodeState, SpeedMeter, TrajectoryRecorder
+from dllm_lab.decoding.callbacks import DecodeCallback, SpeedMeter, TrajectoryRecorder
 from dllm_lab.decoding.config import DecodeConfig
 from dllm_lab.decoding.infill import EarlyExit, InfillTemplate
-from dllm_lab.decoding.loop import DecodeOutput, decode, prepare_prompts
+from dllm_lab.decoding.loop import decode, prepare_prompts
 from dllm_lab.decoding.rules import ar_med_select, factor_select, med_select, select_topk, threshold_select
 from dllm_lab.decoding.schedules import ascending_counts, ascending_schedule, block_plan, linear_counts, origin_counts
 from dllm_lab.decoding.scorers import (
@@ -21,6 +21,7 @@ from dllm_lab.decoding.scorers import (
     position_scores,
     sample_tokens,
 )
+from dllm_lab.decoding.state import DecodeOutput, DecodeState
 
 __all__ = [
     "DecodeCallback", "DecodeConfig", "DecodeOutput", "DecodeState", "EarlyExit", "InfillTemplate", "SpeedMeter",

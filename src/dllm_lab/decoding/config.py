@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
-from dllm_lab.config import ConfigError
+from dllm_lab.errors import ConfigError
 
 SCORERS = ("low_confidence", "margin", "entropy", "random")
 SCHEDULES = ("linear", "ascending", "origin")
@@ -29,7 +29,7 @@ EOSER_GAMMA_MIN_UNIFORM, EOSER_GAMMA_MIN_ASCENDING = 0.4, 0.01
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    """Settings of the denoising loop (ALGORITHMS.md sections 1-5).
+    """Settings of the denoising loop (docs/methods.md, from "The denoising step" to "Infilling").
 
     Canvas and blocks
       gen_length: tokens generated after the prompt (the generation region ``L``).

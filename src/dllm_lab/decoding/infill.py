@@ -1,5 +1,5 @@
 """Reasoning-as-infilling, early exit and posterior sampling (No Compute Left Behind, 2025,
-arXiv 2510.19990; ALGORITHMS.md section 5).
+arXiv 2510.19990; docs/methods.md "Infilling, early exit, posterior sampling").
 
 The generation region becomes a template ``[m x R | delimiter | m x A | closing | EOS ...]`` whose
 non-mask tokens are pre-filled and fixed from the start: they are never committed, never counted by the
@@ -11,16 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from dllm_lab.config import ConfigError
-from dllm_lab.decoding.callbacks import DecodeCallback, DecodeState
+from dllm_lab.decoding.callbacks import DecodeCallback
 from dllm_lab.decoding.config import DecodeConfig
-
-if TYPE_CHECKING:
-    from dllm_lab.decoding.loop import DecodeOutput
+from dllm_lab.decoding.state import DecodeOutput, DecodeState
+from dllm_lab.errors import ConfigError
 
 
 def _encode(tokenizer: Any, text: str) -> tuple[int, ...]:

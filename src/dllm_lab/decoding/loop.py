@@ -1,4 +1,4 @@
-"""The batched denoising loop shared by every decoder (ALGORITHMS.md sections 1-5).
+"""The batched denoising loop shared by every decoder (docs/methods.md, from "The denoising step" to "Infilling").
 
 One function, :func:`decode`, runs ``[prompt | generation region]`` canvases to completion. Each step:
 forward pass -> candidates ``x0`` -> scores (+ modifiers) -> the commit set (a schedule's count via
@@ -16,14 +16,12 @@ early exit). A step in which no row has anything to commit (only possible with p
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from dllm_lab.config import ConfigError
-from dllm_lab.data.collate import left_pad
-from dllm_lab.decoding.callbacks import NEEDS, DecodeCallback, DecodeState
+from dllm_lab.decoding.callbacks import DecodeCallback
 from dllm_lab.decoding.config import DecodeConfig
 from dllm_lab.decoding.infill import EarlyExit, InfillTemplate, encode_answers, template_text
 from dllm_lab.decoding.rules import adaptive_select, select_topk
@@ -37,23 +35,12 @@ from dllm_lab.decoding.scorers import (
     sample_tokens,
     scores_from_log_probs,
 )
+from dllm_lab.decoding.state import NEEDS, DecodeOutput, DecodeState
+from dllm_lab.errors import ConfigError
 from dllm_lab.models.adapter import DiffusionLM
+from dllm_lab.models.chat import left_pad
 
 NEG_INF = float("-inf")
-
-
-@dataclass
-class DecodeOutput:
-    """``sequences`` (B, L) generated ids; ``texts`` decoded up to the first EOS (with a template: every
-    non-end token); ``nfe`` forward passes of the batch; ``prompt_ids`` (B, P) left-padded prompts;
-    ``nfe_per_sample`` (B,) passes each row took part in; ``extras`` what callbacks gathered."""
-
-    sequences: torch.Tensor
-    texts: list[str]
-    nfe: int
-    prompt_ids: torch.Tensor
-    nfe_per_sample: torch.Tensor | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def prepare_prompts(
@@ -107,7 +94,7 @@ def _predict(
     gamma: float | None,
     want_entropy: bool,
 ) -> _Prediction:
-    """Steps 2-5 of ALGORITHMS.md section 1 on the generation region's logits (B, L, V)."""
+    """Steps 2-5 of docs/methods.md "The denoising step" on the generation region's logits (B, L, V)."""
     # [ours] the mask token is never a candidate: committing it would leave a position "masked" forever
     # (in place: ``logits`` is this step's own output, a copy would cost another (B, L, V))
     logits.index_fill_(-1, ids["mask"], NEG_INF)

@@ -1,4 +1,4 @@
-"""Which eligible positions a step commits (ALGORITHMS.md sections 1.7 and 4).
+"""Which eligible positions a step commits (docs/methods.md "The denoising step" / "Adaptive decoders").
 
 Pure tensor functions on one step's scores: ``scores`` / ``entropy`` (B, L) float and ``eligible``
 (B, L) bool (still masked, inside the current block, row not finished) -> ``commit`` (B, L) bool.

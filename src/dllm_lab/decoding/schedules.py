@@ -1,4 +1,4 @@
-"""How many tokens each step commits, and where the blocks are (ALGORITHMS.md section 2).
+"""How many tokens each step commits, and where the blocks are (docs/methods.md "Schedules and blocks").
 
 Schedules are pure functions of per-row masked counts, so pre-filled tokens (infilling templates)
 simply lower the counts. :func:`block_plan` turns a :class:`DecodeConfig` into the list of blocks the

@@ -1,4 +1,4 @@
-"""Candidate sampling and position scores of the denoising step (ALGORITHMS.md section 1).
+"""Candidate sampling and position scores of the denoising step (docs/methods.md "The denoising step").
 
 All functions are pure: logits in, tensors out, shapes in the docstrings.
 """
@@ -87,7 +87,7 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
 # -- score modifiers ----------------------------------------------------------------------------------------
 def eoser_gamma(step: int, total_steps: int, g_min: float, g_max: float, ascending: bool = False) -> float:
     """EOSER factor ``gamma_s`` at global step ``s`` of ``S`` (Yang et al. 2025, "Taming MDLMs ... Fewer
-    Decoding Steps", EOS early rejection; ALGORITHMS.md section 3).
+    Decoding Steps", EOS early rejection; docs/methods.md "EOSER").
 
     - uniform steps: ``g_min + (g_max - g_min) * s / (S - 1)`` (``g_max`` when ``S = 1``);
     - ascending step size: ``g_min + (g_max - g_min) * (2^(s+1) - 1) / 2^S`` (the share of tokens

@@ -1,1 +1,2 @@
-"""Evaluation: decode task prompts, score them, log accuracy / NFE / tokens-per-second."""
+"""Evaluation: the test loop (EvalModule), one decoder over the eval sets, decoder sweeps, results tables,
+and the RL study report."""

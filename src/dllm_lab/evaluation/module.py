@@ -1,5 +1,5 @@
 """``EvalModule``: decode each task's prompts, score them and log accuracy, NFE and tokens/s, and the
-temporal signals of decoding (TCV, TSE, EverPass; Time Is a Feature, ALGORITHMS.md section 6)."""
+temporal signals of decoding (TCV, TSE, EverPass; Time Is a Feature, docs/methods.md "Temporal signals")."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import math
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,16 @@ import lightning as L
 import torch
 
 from dllm_lab.decoding import DecodeCallback, DecodeConfig, SpeedMeter, decode
-from dllm_lab.evaluation.temporal import TEMPORAL_TAG, TemporalSettings, temporal_records, write_records
 from dllm_lab.models.adapter import DiffusionLM
 from dllm_lab.tasks import get_task
+from dllm_lab.temporal import (
+    TEMPORAL_TAG,
+    TemporalCallback,
+    TemporalSettings,
+    temporal_metric_collection,
+    temporal_records,
+    write_records,
+)
 from dllm_lab.tracking import safe_metric_name
 
 log = logging.getLogger(__name__)
@@ -33,16 +41,21 @@ class EvalModule(L.LightningModule):
     and logged by rank 0 as MLflow artifacts together with the results table. Logging happens here,
     not in the caller, so it also works under ``ddp_spawn`` where the caller's module stays empty.
 
-    With ``temporal`` settings, a :class:`~dllm_lab.metrics.TemporalCallback` rides along every decode (no
-    extra forward pass): per task, the torchmetrics of ``dllm_lab.metrics`` give ``tcv_<w>_accuracy``,
+    With ``temporal`` settings, a :class:`~dllm_lab.temporal.TemporalCallback` rides along every decode (no
+    extra forward pass): per task, the torchmetrics of ``dllm_lab.temporal`` give ``tcv_<w>_accuracy``,
     ``everpass``, ``correct_then_wrong``, ``answer_changes`` and ``tse_*`` (sum states, synced across
     ranks), and per-sample records go to ``temporal/<task>.parquet`` and plots to ``plots/*.png``, written
     under ``output_dir`` and logged as artifacts. ``sample_id`` is the index in the task's eval set.
+
+    ``callbacks``: the user's decoding callbacks (``decode_callbacks.*`` in the config), added to every
+    decode; a callback whose ``output.extras[name]`` is a list with one JSON-able value per sample gets
+    that value written into each sample's prediction row under its ``name``.
     """
 
     def __init__(
         self, lm: DiffusionLM, decode_config: DecodeConfig, task_names: list[str], prompt_style: str,
         temporal: TemporalSettings | None = None, output_dir: str | Path | None = None,
+        callbacks: Sequence[DecodeCallback] = (),
     ) -> None:
         super().__init__()
         self.lm = lm
@@ -50,6 +63,7 @@ class EvalModule(L.LightningModule):
         self.task_names = list(task_names)
         self.tasks = {n: get_task(n, prompt_style=prompt_style) for n in self.task_names}
         self.temporal = temporal
+        self.user_callbacks = list(callbacks)
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.counters: dict[str, torch.Tensor] = {}
         self.predictions: list[dict[str, Any]] = []
@@ -67,7 +81,8 @@ class EvalModule(L.LightningModule):
         self.seen = dict.fromkeys(self.task_names, 0)
         self.temporal_metrics = {}
         if self.temporal is not None:
-            self.temporal_metrics = {n: self.temporal.metrics(t).to(self.device) for n, t in self.tasks.items()}
+            self.temporal_metrics = {n: temporal_metric_collection(t.is_equivalent, self.temporal).to(self.device)
+                                     for n, t in self.tasks.items()}
 
     on_predict_epoch_start = on_test_epoch_start
 
@@ -75,9 +90,9 @@ class EvalModule(L.LightningModule):
         name = batch["tasks"][0]
         task = self.tasks[name]
         speed = SpeedMeter()
-        callbacks: list[DecodeCallback] = [speed]
+        callbacks: list[DecodeCallback] = [speed, *self.user_callbacks]
         if self.temporal is not None:
-            callbacks.append(self.temporal.callback(self.lm, task, batch["examples"]))
+            callbacks.append(TemporalCallback(self.lm, task, batch["examples"], self.temporal))
         out = decode(self.lm, batch["prompt_ids"], self.decode_config, callbacks, batch["attention_mask"])
         ids = self._sample_ids(name, len(out.texts))
         if self.temporal is not None:
@@ -95,11 +110,14 @@ class EvalModule(L.LightningModule):
              out.sequences.numel(), out.extras["speed"]["wall_s"]],
             dtype=torch.float64,
         )
+        per_sample = {cb.name: out.extras[cb.name] for cb in self.user_callbacks
+                      if isinstance(out.extras.get(cb.name), list) and len(out.extras[cb.name]) == len(out.texts)}
         rows = zip(ids, batch["prompts"], out.texts, answers, correct, out.nfe_per_sample.tolist(), strict=True)
-        for sid, prompt, text, answer, ok, nfe in rows:
+        for k, (sid, prompt, text, answer, ok, nfe) in enumerate(rows):
             self.predictions.append(
                 {"task": name, "sample_id": sid, "prompt": prompt, "output": text,
-                 "parsed": None if answer is None else str(answer), "correct": bool(ok), "nfe": int(nfe)}
+                 "parsed": None if answer is None else str(answer), "correct": bool(ok), "nfe": int(nfe),
+                 **{key: values[k] for key, values in per_sample.items()}}
             )
 
     predict_step = test_step
@@ -141,7 +159,7 @@ class EvalModule(L.LightningModule):
 
     def write_temporal(self, out_dir: Path, logger=None) -> None:
         """``temporal/<task>.parquet`` and ``plots/*.png`` under ``out_dir``, logged when ``logger``."""
-        from dllm_lab.evaluation.plots import plot_all
+        from dllm_lab.temporal.plots import plot_all
         from dllm_lab.tracking import log_file
 
         files = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from dllm_lab.metrics import WEIGHTINGS
+from dllm_lab.temporal import WEIGHTINGS
 
 METRICS = ("accuracy", "parse_rate", "nfe", "tokens_per_s", "samples")
 # (column header, metric key) of the temporal columns, shown when the results have them
@@ -38,19 +38,6 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
             f"{r['nfe']:.1f} | {r['tokens_per_s']:.0f} |" + "".join(f" {_cell(r.get(k))} |" for _, k in extra)
         )
     return "\n".join(lines)
-
-
-def results_from_metrics(metrics: dict[str, Any], task_names: list[str]) -> dict[str, dict[str, float]]:
-    """Rebuild per-task results from flat ``eval/<task>/<metric>`` values (e.g. trainer.callback_metrics):
-    every metric logged for a task that has ``accuracy``."""
-    out: dict[str, dict[str, float]] = {}
-    for t in task_names:
-        prefix = f"eval/{t}/"
-        if f"{prefix}accuracy" not in metrics:
-            continue
-        names = {k: k[len(prefix):] for k in metrics if k.startswith(prefix)}
-        out[t] = {m: float(metrics[k]) for k, m in names.items() if "/" not in m}
-    return out
 
 
 def temporal_table(rows: list[dict[str, Any]]) -> str:

@@ -18,23 +18,43 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
 
-from dllm_lab.config import ConfigError
 from dllm_lab.data import TaskDataModule
-from dllm_lab.decoding import DecodeConfig
+from dllm_lab.decoding import DecodeCallback, DecodeConfig
+from dllm_lab.evaluation.evaluate import evaluate_decoder
 from dllm_lab.evaluation.report import temporal_table
-from dllm_lab.evaluation.run import evaluate_decoder
-from dllm_lab.evaluation.temporal import TEMPORAL_TAG, TemporalSettings, read_records
-from dllm_lab.factory import load_decoder_preset, scale_decoder
 from dllm_lab.models.adapter import DiffusionLM
-from dllm_lab.tracking import flatten, log_file, log_table, log_text, make_mlflow_logger
+from dllm_lab.temporal import TEMPORAL_TAG, TemporalSettings, read_records
+from dllm_lab.tracking import flatten, log_file, log_table, log_text
+from dllm_lab.training.trainer import TrainerSettings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SweepSetting:
+    """One (decoder preset, generation length): the preset's values and their validated config."""
+
+    name: str
+    gen_length: int
+    values: dict[str, Any]
+    decoder: DecodeConfig
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """The ``sweep`` block: every setting (validated before any is decoded), where the combined outputs
+    go (``None``: MLflow only), and whether to add the temporal-voting report."""
+
+    settings: tuple[SweepSetting, ...]
+    output_dir: Path | None = None
+    temporal_report: bool = False
 
 
 def sweep_table(rows: list[dict[str, Any]]) -> str:
@@ -91,38 +111,29 @@ def plot_accuracy_vs_nfe(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def run_sweep(cfg: DictConfig, lm: DiffusionLM, datamodule: TaskDataModule, parent, root: Path) -> dict[str, Any]:
-    """Evaluate every ``cfg.sweep.decoders`` preset at every ``cfg.sweep.gen_lengths``."""
-    sweep = cfg.sweep
-    temporal = TemporalSettings.from_config(cfg.get("temporal"))
+def run_sweep(
+    sweep: SweepSettings, lm: DiffusionLM, datamodule: TaskDataModule, trainer: TrainerSettings, output_dir: Path,
+    parent=None, make_child_logger: Callable[..., Any] | None = None, temporal: TemporalSettings | None = None,
+    callbacks: Sequence[DecodeCallback] = (),
+) -> dict[str, Any]:
+    """Evaluate every setting of ``sweep``; ``make_child_logger(run_name, tags)`` gives each its child run
+    of ``parent``."""
     # children log their records; plots are drawn once, over every setting, by the temporal report
     child_temporal = None if temporal is None else dataclasses.replace(temporal, plots=False)
     rows: list[dict[str, Any]] = []
     records_dirs: dict[tuple[str, int], Path] = {}
-    overrides = sweep.get("overrides")  # optional: per-preset values (to_container refuses a plain {})
-    overrides = OmegaConf.to_container(overrides, resolve=True) if overrides else {}
-    settings = {}  # every setting is validated before the first one is decoded
-    for name in sweep.decoders:
-        for gen_length in sweep.gen_lengths:
-            values = {**scale_decoder(load_decoder_preset(name), gen_length), **overrides.get(name, {})}
-            try:
-                settings[name, gen_length] = values, DecodeConfig.from_dict(values)
-            except ConfigError as err:
-                raise ConfigError(f"sweep setting decoder={name}, gen_length={gen_length}: {err}") from None
-    for (name, gen_length), (values, decode_config) in settings.items():
+    for setting in sweep.settings:
+        name, gen_length = setting.name, setting.gen_length
         child = None
-        if parent is not None:
-            child = make_mlflow_logger(
-                cfg.logger.tracking_uri, cfg.logger.experiment_name, f"{name}-L{gen_length}", root,
-                tags={"mlflow.parentRunId": parent.run_id, "decoder": name, "gen_length": gen_length},
-                artifact_location=cfg.logger.get("artifact_location"),
-            )
+        if parent is not None and make_child_logger is not None:
+            child = make_child_logger(f"{name}-L{gen_length}", {"mlflow.parentRunId": parent.run_id, "decoder": name,
+                                                                "gen_length": gen_length})
             if rank_zero_only.rank == 0:
-                child.log_hyperparams({f"decoder.{k}": v for k, v in flatten(values).items()})
-        records_dirs[name, gen_length] = Path(cfg.paths.output_dir) / f"{name}-L{gen_length}"
+                child.log_hyperparams({f"decoder.{k}": v for k, v in flatten(setting.values).items()})
+        records_dirs[name, gen_length] = Path(output_dir) / f"{name}-L{gen_length}"
         results, is_zero = evaluate_decoder(
-            lm, datamodule, decode_config, cfg.trainer, child, cfg.paths.output_dir, child_temporal,
-            records_dirs[name, gen_length],
+            lm, datamodule, setting.decoder, trainer, child, output_dir, child_temporal,
+            records_dirs[name, gen_length], callbacks,
         )
         if child is not None and is_zero:
             child.finalize("success")
@@ -130,12 +141,12 @@ def run_sweep(cfg: DictConfig, lm: DiffusionLM, datamodule: TaskDataModule, pare
             rows.append({"decoder": name, "gen_length": gen_length, "task": task, **r})
         log.info("sweep: %s L=%d done", name, gen_length)
     table = results_markdown(rows)
-    out_dir = Path(sweep.output_dir) if sweep.get("output_dir") else None
+    out_dir = sweep.output_dir
     result: dict[str, Any] = {"rows": rows, "table": table}
     if rank_zero_only.rank == 0:
         _write_outputs(rows, table, out_dir, parent)
         print("\n" + table)
-        if temporal is not None and sweep.get("temporal_report"):
+        if temporal is not None and sweep.temporal_report:
             result["temporal_table"] = _write_temporal_report(rows, records_dirs, out_dir, parent, temporal)
             print("\n" + result["temporal_table"])
     return result
@@ -150,7 +161,7 @@ def _write_temporal_report(
 
     import pandas as pd
 
-    from dllm_lab.evaluation.plots import plot_all
+    from dllm_lab.temporal.plots import plot_all
 
     table = temporal_table(rows) + "\n"
     frames = []

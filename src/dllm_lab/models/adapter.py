@@ -14,11 +14,12 @@ import torch
 from torch import nn
 
 from dllm_lab.models.chat import ChatFormat
+from dllm_lab.tasks.base import PROMPT_STYLES
 
 log = logging.getLogger(__name__)
 
 FAMILIES = ("llada", "dream", "masked_lm")
-# ALGORITHMS.md section 0: ids fixed by the released checkpoints.
+# docs/methods.md "Conventions": ids fixed by the released checkpoints.
 LLADA_MASK_ID, LLADA_EOS_ID, LLADA_EOT_ID = 126336, 126081, 126348
 DREAM_MASK_ID, DREAM_EOS_ID = 151666, 151643
 
@@ -28,7 +29,8 @@ class DiffusionLM(nn.Module):
 
     Attributes: ``family``, ``mask_token_id``, ``eos_token_ids`` (ids that end a completion; padding
     uses the first), ``eot_token_ids`` (end-of-turn ids some families add, e.g. LLaDA's ``<|eot_id|>``),
-    ``pad_token_id``, ``tokenizer``, ``max_length``.
+    ``pad_token_id``, ``tokenizer``, ``max_length``, ``prompt_style`` (the prompt format the model was
+    trained with: ``d1`` for LLaDA/Dream, what the checkpoint's ``config.yaml`` says for dllm-lab exports).
     """
 
     def __init__(
@@ -41,10 +43,13 @@ class DiffusionLM(nn.Module):
         eot_token_ids: tuple[int, ...] = (),
         pad_token_id: int | None = None,
         max_length: int | None = None,
+        prompt_style: str = "d1",
     ) -> None:
         super().__init__()
         if family not in FAMILIES:
             raise ValueError(f"family={family!r}: choose one of {FAMILIES}")
+        if prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"prompt_style={prompt_style!r}: choose one of {PROMPT_STYLES}")
         self.model = model
         self.tokenizer = tokenizer
         self.family = family
@@ -53,6 +58,7 @@ class DiffusionLM(nn.Module):
         self.eot_token_ids = tuple(int(i) for i in eot_token_ids)
         self.pad_token_id = int(pad_token_id if pad_token_id is not None else self.eos_token_ids[0])
         self.max_length = max_length or _context_length(model)
+        self.prompt_style = prompt_style
 
     @property
     def shift(self) -> bool:
@@ -157,13 +163,15 @@ def load_model(
     device: str | torch.device | None = None,
     mask_token_id: int | None = None,
     eos_token_ids: list[int] | tuple[int, ...] | None = None,
+    prompt_style: str | None = None,
     **model_kwargs: Any,
 ) -> DiffusionLM:
     """Load a local directory or hub id as a :class:`DiffusionLM`.
 
     ``family`` is detected from the config's ``model_type`` unless given. LLaDA and Dream ship custom
     code: pass ``trust_remote_code=True`` (``model.trust_remote_code=true``) to allow it; it is never
-    enabled implicitly.
+    enabled implicitly. ``prompt_style``: ``None`` takes the checkpoint's own (``data.prompt_style`` of
+    the ``config.yaml`` a dllm-lab export carries), else ``d1``.
     """
     from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
@@ -218,10 +226,27 @@ def load_model(
         eos_token_ids = eos_token_ids or (eos,)
     _check_token_ids(model, name_or_path, mask_token_id, tuple(eos_token_ids) + eot)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_token_ids[0]
-    lm = DiffusionLM(model, tokenizer, family, mask_token_id, tuple(eos_token_ids), eot, pad)
+    style = prompt_style or checkpoint_prompt_style(source) or "d1"
+    lm = DiffusionLM(model, tokenizer, family, mask_token_id, tuple(eos_token_ids), eot, pad, prompt_style=style)
     if device is not None:
         lm.to(device)
     return lm
+
+
+def checkpoint_prompt_style(path: str | Path) -> str | None:
+    """``data.prompt_style`` of the run config (``config.yaml``) saved beside a dllm-lab checkpoint, or ``None``."""
+    config_yaml = Path(path) / "config.yaml"
+    if not config_yaml.is_file():
+        return None
+    import yaml
+
+    try:
+        run_config = yaml.safe_load(config_yaml.read_text()) or {}
+    except yaml.YAMLError:
+        log.warning("%s is not valid YAML; using the default prompt style", config_yaml)
+        return None
+    style = (run_config.get("data") or {}).get("prompt_style") if isinstance(run_config, dict) else None
+    return style if style in PROMPT_STYLES else None
 
 
 def _vocab_size(model: nn.Module) -> int | None:

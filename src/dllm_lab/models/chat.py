@@ -1,9 +1,12 @@
-"""Prompt and response encoding with a model's chat template; small and picklable for data workers."""
+"""Prompt and response encoding with a model's chat template (small and picklable for data workers), and
+left padding of prompt batches."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 
 @dataclass
@@ -35,3 +38,15 @@ class ChatFormat:
     def response_ids(self, completion: str) -> list[int]:
         ids = self.tokenizer(completion, add_special_tokens=False)["input_ids"]
         return [*ids, *self.eot_token_ids, self.eos_token_ids[0]]
+
+
+def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, P)`` ids left-padded with ``pad_id`` and the matching ``(B, P)`` attention mask."""
+    width = max((len(s) for s in sequences), default=0)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(sequences), width, dtype=torch.long)
+    for b, seq in enumerate(sequences):
+        if seq:
+            ids[b, width - len(seq) :] = torch.as_tensor(seq)
+            mask[b, width - len(seq) :] = 1
+    return ids, mask

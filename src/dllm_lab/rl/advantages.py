@@ -1,4 +1,4 @@
-"""Group-relative advantages of GRPO (d1 / diffu-GRPO, Zhao et al. 2025; ALGORITHMS.md section 8.3)."""
+"""Group-relative advantages of GRPO (d1 / diffu-GRPO, Zhao et al. 2025; docs/methods.md "GRPO family")."""
 
 from __future__ import annotations
 

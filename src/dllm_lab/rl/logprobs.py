@@ -1,4 +1,4 @@
-"""Per-token log-probability estimators of a completion under a masked diffusion LM (ALGORITHMS.md 8.4).
+"""Per-token log-probability estimators of a completion under a masked diffusion LM (docs/methods.md "GRPO family").
 
 A masked diffusion LM has no tractable sequence likelihood; GRPO needs a per-token surrogate:
 

@@ -1,4 +1,4 @@
-"""The clipped GRPO policy loss with a k3 KL penalty (d1, CJ-GRPO; ALGORITHMS.md section 8.5)."""
+"""The clipped GRPO policy loss with a k3 KL penalty (d1, CJ-GRPO; docs/methods.md "GRPO family")."""
 
 from __future__ import annotations
 

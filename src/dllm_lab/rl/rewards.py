@@ -1,82 +1,152 @@
-"""Rewards for GRPO: task rewards (d1), temporal consistency rewards (TCR) and their weighted sum.
+"""Rewards for GRPO in one registry: the built-ins (``task``, ``correct``, ``tcr``) and your own.
 
-ALGORITHMS.md section 7. A reward function maps a batch of completions and their task examples (plain
-dicts) to one float per completion. Rollouts with no parsable answer get the task's lowest reward (the
-task's ``reward`` already does this: ``None`` answers are wrong and unformatted).
+docs/methods.md, "Rewards". A reward sees a :class:`RewardBatch` (one entry per completion, ``N`` of them)
+and returns one float per completion. Completions with no parsable answer get the task's lowest reward
+(the task's ``reward`` already does this: ``None`` answers are wrong and unformatted).
+
+Add your own in a module the run imports (``imports=[my_pkg.rewards]`` on the command line), then name it
+in ``algo.rewards``::
+
+    from dllm_lab.rl import register_reward
+
+    @register_reward("short")
+    def short(batch):               # batch.completions, batch.examples, batch.tasks, batch.correct, ...
+        return [-len(c) / 100 for c in batch.completions]
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from dllm_lab.tasks.base import Example, Task
-
-RewardFn = Callable[[list[str], list[Example]], list[float]]
+if TYPE_CHECKING:
+    from dllm_lab.tasks.base import Example, Task
+    from dllm_lab.temporal.callback import TemporalSample
 
 TCR_RULES = ("tse", "fixed", "brier", "logarithmic", "spherical", "proper_spherical")
 LOG_SCORE_EPS = 1e-6  # c is clipped to [eps, 1 - eps] before the logarithmic score takes log c, log(1-c)
 
 
-_REGISTRY: dict[str, RewardFn] = {}
+@dataclass(frozen=True)
+class RewardBatch:
+    """What a reward function sees, one entry per completion (``N``).
 
-
-def register_reward(name: str, fn: RewardFn) -> None:
-    """Make ``fn`` selectable by name in ``algo.rewards`` (e.g. a format or length reward of your own).
-
-    Register at import time of a module your run imports, so DDP worker processes register it too.
+    completions: decoded texts; examples: their task examples (plain dicts); tasks: their
+    :class:`~dllm_lab.tasks.Task` objects; correct: (N,) float 0/1 from ``task.is_correct``, computed once
+    per rollout; temporal: the rollout's :class:`~dllm_lab.temporal.TemporalSample` per completion (its
+    TSE and confidence), present when a registered reward has ``needs_temporal``; tcr_rule: the rule of
+    the ``tcr`` reward (``algo.tcr_rule``).
     """
-    if name in ("task", "correct", "tcr"):
-        raise ValueError(f"reward name {name!r} is built in; pick another name")
-    _REGISTRY[name] = fn
+
+    completions: list[str]
+    examples: list[Example]
+    tasks: list[Task]
+    correct: torch.Tensor
+    temporal: list[TemporalSample] | None = None
+    tcr_rule: str = "spherical"
+
+    def __post_init__(self) -> None:
+        n = len(self.completions)
+        if not (len(self.examples) == len(self.tasks) == int(self.correct.numel()) == n):
+            raise ValueError(
+                f"{n} completions but {len(self.examples)} examples, {len(self.tasks)} tasks and "
+                f"{int(self.correct.numel())} correctness flags; repeat each example once per generation "
+                "(num_generations) so that they line up"
+            )
 
 
-def registered_rewards() -> dict[str, RewardFn]:
-    """The rewards added with :func:`register_reward`, by name."""
-    return dict(_REGISTRY)
+RewardFn = Callable[[RewardBatch], "Sequence[float] | torch.Tensor"]
 
 
-def _check_batch(completions: list[str], examples: list[Example]) -> None:
-    if len(completions) != len(examples):
+@dataclass(frozen=True)
+class Reward:
+    """A registered reward: ``fn(batch)`` -> (N,) values; ``needs_temporal``: the rollout must run the
+    temporal callback so that ``batch.temporal`` is filled."""
+
+    name: str
+    fn: RewardFn
+    needs_temporal: bool = False
+
+    def __call__(self, batch: RewardBatch) -> torch.Tensor:
+        values = torch.as_tensor(self.fn(batch), dtype=torch.float32).reshape(-1)
+        if values.numel() != len(batch.completions):
+            raise ValueError(
+                f"reward {self.name!r} returned {values.numel()} values for {len(batch.completions)} completions; "
+                "return one float per completion"
+            )
+        return values
+
+
+REWARDS: dict[str, Reward] = {}
+BUILTIN_REWARDS = ("task", "correct", "tcr")
+
+
+def register_reward(name: str, fn: RewardFn | None = None, *, needs_temporal: bool = False) -> Any:
+    """Make ``fn(batch: RewardBatch) -> N floats`` selectable as ``algo.rewards=[..., name]``.
+
+    Use it directly (``register_reward("len", fn)``) or as a decorator (``@register_reward("len")``).
+    Register at import time of a module the run imports (``imports=[my_pkg.rewards]``), so DDP worker
+    processes register it too. Built-in names cannot be replaced; registering a user name again replaces it.
+    """
+
+    def add(f: RewardFn) -> RewardFn:
+        if name in BUILTIN_REWARDS and name in REWARDS:
+            raise ValueError(f"reward name {name!r} is built in; pick another name")
+        REWARDS[name] = Reward(name, f, needs_temporal)
+        return f
+
+    return add if fn is None else add(fn)
+
+
+def get_reward(name: str) -> Reward:
+    """The reward registered as ``name``; a clear error lists the available ones."""
+    try:
+        return REWARDS[name]
+    except KeyError:
         raise ValueError(
-            f"{len(completions)} completions but {len(examples)} examples; repeat each example once per "
-            "generation (num_generations) so that they line up"
-        )
+            f"unknown reward {name!r}; available: {sorted(REWARDS)} (add your own with "
+            "dllm_lab.rl.register_reward in a module named in imports=[...])"
+        ) from None
 
 
-def task_reward(task: Task) -> RewardFn:
-    """d1's task reward, ``task.reward(completion, example)`` per completion (Zhao et al. 2025)."""
-
-    def reward(completions: list[str], examples: list[Example]) -> list[float]:
-        _check_batch(completions, examples)
-        return [float(task.reward(c, e)) for c, e in zip(completions, examples, strict=True)]
-
-    return reward
+@register_reward("task")
+def task_reward(batch: RewardBatch) -> list[float]:
+    """d1's task reward (Zhao et al. 2025): ``task.reward(completion, example)`` per completion."""
+    return [float(t.reward(c, e)) for t, c, e in zip(batch.tasks, batch.completions, batch.examples, strict=True)]
 
 
-def correctness_reward(task: Task) -> RewardFn:
-    """1.0 for a correct answer, 0.0 otherwise (no answer included), via ``task.is_correct``."""
+@register_reward("correct")
+def correctness_reward(batch: RewardBatch) -> torch.Tensor:
+    """1.0 for a correct answer, 0.0 otherwise (no answer included): the rollout's ``correct``."""
+    return batch.correct
 
-    def reward(completions: list[str], examples: list[Example]) -> list[float]:
-        _check_batch(completions, examples)
-        return [1.0 if task.is_correct(c, e) else 0.0 for c, e in zip(completions, examples, strict=True)]
 
-    return reward
+@register_reward("tcr", needs_temporal=True)
+def temporal_consistency_reward(batch: RewardBatch) -> torch.Tensor:
+    """TCR with ``batch.tcr_rule`` on the TSE and confidence the rollout's temporal callback computed."""
+    if batch.temporal is None:
+        raise ValueError("the tcr reward needs the rollout's temporal samples (RewardBatch.temporal)")
+    tse = torch.tensor([s.tse for s in batch.temporal], dtype=torch.float32)
+    confidence = torch.tensor([s.confidence for s in batch.temporal], dtype=torch.float32)
+    return tcr_reward(tse, confidence, batch.correct, batch.tcr_rule)  # type: ignore[return-value]
 
 
 def tcr_reward(
     tse: torch.Tensor | float,
+    confidence: torch.Tensor | float,
     correct: torch.Tensor | float,
     rule: str,
-    max_entropy: torch.Tensor | float,
 ) -> torch.Tensor | float:
-    """Temporal consistency reward (TCR) of "Time Is a Feature" (Wang et al. 2025, arXiv 2508.09138).
+    """Temporal consistency reward (TCR) of "Time Is a Feature" (Wang et al. 2025, arXiv 2508.09138, Sec. 4).
 
-    ``tse`` (N,) temporal semantic entropy in nats; ``correct`` (N,) correctness ``y`` in {0, 1};
-    ``max_entropy`` (N,) or a float, ``log(kept steps)``. All floats in give a float out; any tensor in
-    gives a tensor (N,) (``tse``'s float dtype, else float32). Confidence ``c = 1 - tse / max_entropy``
-    clipped to [0, 1], ``c = 1`` when ``max_entropy`` is 0 (a single kept step). Rules:
+    ``tse`` (N,) temporal semantic entropy in nats; ``confidence`` (N,) its normalised confidence ``c``
+    in [0, 1] (:attr:`TemporalSample.confidence <dllm_lab.temporal.TemporalSample>`, computed once by the
+    rollout's temporal callback: 0 when no kept step parsed); ``correct`` (N,) correctness ``y`` in {0, 1}.
+    All floats in give a float out; any tensor in gives a tensor (N,) (``tse``'s float dtype, else
+    float32). Rules:
 
     - ``tse``: ``-tse`` (no correctness)
     - ``fixed``: ``y * c``
@@ -93,8 +163,7 @@ def tcr_reward(
         raise ValueError(f"unknown TCR rule {rule!r}; choose one of {TCR_RULES}")
     h = torch.as_tensor(tse, dtype=torch.float64)
     y = torch.as_tensor(correct, dtype=torch.float64, device=h.device)
-    h_max = torch.as_tensor(max_entropy, dtype=torch.float64, device=h.device)
-    c = torch.where(h_max > 0, 1 - h / h_max.clamp_min(1e-300), torch.ones_like(h)).clamp(0.0, 1.0)
+    c = torch.as_tensor(confidence, dtype=torch.float64, device=h.device).clamp(0.0, 1.0)
     if rule == "tse":
         r = -h
     elif rule == "fixed":
@@ -108,7 +177,7 @@ def tcr_reward(
         norm = torch.sqrt(c**2 + (1 - c) ** 2)  # >= 1/sqrt(2), never 0
         c_y = c if rule == "spherical" else torch.where(y > 0, c, 1 - c)
         r = y + c_y / norm
-    if not any(isinstance(x, torch.Tensor) for x in (tse, correct, max_entropy)):
+    if not any(isinstance(x, torch.Tensor) for x in (tse, confidence, correct)):
         return float(r)
     return r.to(tse.dtype if isinstance(tse, torch.Tensor) and tse.is_floating_point() else torch.float32)
 

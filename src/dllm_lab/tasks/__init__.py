@@ -1,4 +1,5 @@
-r"""Tasks: prompts, answer parsers, equivalence, correctness and rewards, one module per benchmark.
+r"""Tasks: one module per benchmark (prompt, answer parser, equivalence, correctness, d1 rewards, synthetic
+generator) and the readers of real datasets (``sources``).
 
 >>> task = get_task("countdown")
 >>> task.is_correct("<answer>\\boxed{100-93+16}</answer>", {"numbers": [16, 93, 100], "target": 23})
@@ -6,6 +7,8 @@ True
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from dllm_lab.tasks.arith import Arith
 from dllm_lab.tasks.base import (
@@ -17,7 +20,6 @@ from dllm_lab.tasks.base import (
     parse_number,
 )
 from dllm_lab.tasks.countdown import Countdown
-from dllm_lab.tasks.drill import Drill
 from dllm_lab.tasks.equations import Equations
 from dllm_lab.tasks.gsm8k import GSM8K, SVAMP
 from dllm_lab.tasks.math500 import MATH500
@@ -25,17 +27,21 @@ from dllm_lab.tasks.safe_eval import UnsafeExpression, safe_arith_eval
 from dllm_lab.tasks.sudoku import Sudoku4
 
 TASKS: dict[str, type[Task]] = {
-    cls.name: cls for cls in (Arith, GSM8K, SVAMP, MATH500, Countdown, Sudoku4, Drill, Equations)
+    cls.name: cls for cls in (Arith, GSM8K, SVAMP, MATH500, Countdown, Sudoku4, Equations)
 }
 
 
-def get_task(name: str, **kwargs) -> Task:
-    """The task called ``name`` (``prompt_style="d1" | "compact"`` may be passed)."""
+def get_task(name: str, model: Any = None, **options: Any) -> Task:
+    """The task called ``name``. Its prompt style is ``options["prompt_style"]`` if given, else the
+    ``prompt_style`` of ``model`` (a :class:`~dllm_lab.models.DiffusionLM`: the format the checkpoint was
+    trained with), else ``d1``. Other ``options`` go to the task's constructor."""
     try:
         cls = TASKS[name]
     except KeyError:
         raise ValueError(f"unknown task {name!r}; available: {sorted(TASKS)}") from None
-    return cls(**kwargs)
+    if options.get("prompt_style") is None:
+        options["prompt_style"] = getattr(model, "prompt_style", None) or "d1"
+    return cls(**options)
 
 
 __all__ = [

@@ -33,16 +33,6 @@ def format_completion(reasoning: str, answer: str) -> str:
     return f"<reasoning>\n{reasoning}\n</reasoning>\n<answer>\n\\boxed{{{answer}}}\n</answer>"
 
 
-def pad_numbers(text: str, width: int) -> str:
-    """Zero-pad every integer in ``text`` except divisors to ``width`` digits: ``54+57=111`` ->
-    ``054+057=111``, ``94/2=47`` -> ``094/2=047`` (longer numbers are kept as they are).
-
-    Fixed-width numbers put each digit at a fixed offset from the ``=``, so a small masked diffusion
-    model can align digits by relative position instead of first guessing how long a result is.
-    """
-    return re.sub(r"(?<![/\d])\d+", lambda m: m.group().zfill(width), text)
-
-
 def extract_boxed(text: str) -> str | None:
     """Content of the last ``\\boxed{...}`` in ``text``, braces balanced; ``None`` if there is none."""
     start = text.rfind("\\boxed{")
@@ -120,8 +110,6 @@ class Task:
     ``prompt_style="d1"`` prepends the d1 system prompt (what LLaDA/Dream evaluations use);
     ``"compact"`` keeps only the question and a one-line format hint (what the embedded model is
     trained on, to keep CPU sequences short). Both ask for the same answer format.
-    ``reasoning_number_width`` zero-pads the integers of the reference reasoning (SFT targets) to that
-    many digits (:func:`pad_numbers`); prompts and answers are never changed.
     """
 
     name: ClassVar[str] = "task"
@@ -130,13 +118,10 @@ class Task:
     format_hint: ClassVar[str] = "Put the final answer in \\boxed{}."
     chat_template: ClassVar[bool] = True  # False: the prompt is plain text the completion continues
 
-    def __init__(self, prompt_style: str = "d1", reasoning_number_width: int | None = None) -> None:
+    def __init__(self, prompt_style: str = "d1") -> None:
         if prompt_style not in PROMPT_STYLES:
             raise ValueError(f"prompt_style={prompt_style!r}: choose one of {PROMPT_STYLES}")
-        if reasoning_number_width is not None and reasoning_number_width < 1:
-            raise ValueError(f"reasoning_number_width={reasoning_number_width} must be a positive number of digits")
         self.prompt_style = prompt_style
-        self.reasoning_number_width = reasoning_number_width
 
     # -- prompt -------------------------------------------------------------------------------
     def question(self, example: Example) -> str:
@@ -150,10 +135,7 @@ class Task:
 
     def reference_completion(self, example: Example) -> str:
         """A gold completion in the shared format, for SFT; needs a ``reasoning`` field or none."""
-        reasoning = str(example.get("reasoning", ""))
-        if self.reasoning_number_width:
-            reasoning = pad_numbers(reasoning, self.reasoning_number_width)
-        return format_completion(reasoning, str(example["answer"]))
+        return format_completion(str(example.get("reasoning", "")), str(example["answer"]))
 
     # -- answers --------------------------------------------------------------------------------
     def parse_answer(self, completion: str) -> Any | None:

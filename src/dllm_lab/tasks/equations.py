@@ -1,17 +1,17 @@
 """Equations: one computation per example as plain text, the densest arithmetic signal for a small model.
 
-A training aid for the embedded model, like :mod:`dllm_lab.tasks.drill`, but shaped for learning the
-arithmetic itself. The prompt is the left-hand side up to ``=`` as plain text after BOS, with no chat
-template (``chat_template = False``), and the completion is the value: ``<bos>185-17=`` -> ``168``.
+A training aid for the embedded model, shaped for learning the arithmetic itself. The prompt is the
+left-hand side up to ``=`` as plain text after BOS, with no chat template (``chat_template = False``),
+and the completion is the value: ``<bos>185-17=`` -> ``168``.
 So the value sits right after its operands, exactly as in the reasoning lines of ``arith`` and of
 Countdown's halving procedure: sums, differences, halvings, small products, and running-total lines
 (``185\n-17=`` -> ``168``) whose first operand is the value on the line above. And
 
 - every masked token of the completion is a digit of the value, computed from clean operands; nothing
   can be copied from a later line (the shortcut that chained reasoning offers under uniform masking);
-- about 10 tokens carry one equation, against about 45 in a drill with its chat template, answer
-  wrapper and EOS padding. On a 2-core CPU that is the difference between learning to add in minutes
-  and not at all (README, "The embedded tiny model").
+- about 10 tokens carry one equation, against about 45 for the same line inside a chat-formatted
+  completion with its answer wrapper and EOS padding. On a 2-core CPU that is the difference between
+  learning to add in minutes and not at all (README, "The embedded tiny model").
 
 It is a full task: ``parse_answer`` reads the value, so decoding accuracy on it is a direct probe of
 a model's arithmetic.
@@ -93,9 +93,8 @@ class Equations(Task):
     has_synthetic = True
     chat_template = False
 
-    def __init__(self, prompt_style: str = "d1", reasoning_number_width: int | None = None,
-                 context_lines: int = 3) -> None:
-        super().__init__(prompt_style, reasoning_number_width)
+    def __init__(self, prompt_style: str = "d1", context_lines: int = 3) -> None:
+        super().__init__(prompt_style)
         if context_lines < 0:
             raise ValueError(f"context_lines={context_lines} must be a non-negative number of lines")
         self.context_lines = context_lines

@@ -7,10 +7,7 @@ import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from dllm_lab.tasks.base import Example, Task
+from typing import Any, Protocol
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
@@ -44,9 +41,17 @@ def _read_hub(hf_id: str, config: str | None, split: str) -> Iterator[dict[str, 
     yield from datasets.load_dataset(hf_id, config, split=split)
 
 
+class RowValidator(Protocol):
+    """What :func:`load_examples` needs of a task (:class:`dllm_lab.tasks.Task` is one)."""
+
+    name: str
+
+    def validate_rows(self, rows: Iterator[dict[str, Any]], origin: str) -> Iterator[dict[str, Any]]: ...
+
+
 def load_examples(
-    task: Task, split: str = "test", source: str | None = None, limit: int | None = None
-) -> list[Example]:
+    task: RowValidator, split: str = "test", source: str | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
     """Validated examples of ``task``: malformed rows are skipped with a warning naming the row.
 
     ``source`` is a local file (``.jsonl``, ``.json``, ``.csv``, ``.parquet``) or a hub dataset id;

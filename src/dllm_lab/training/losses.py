@@ -13,7 +13,7 @@ def mdlm_loss(
     p_mask: torch.Tensor,
     response_lengths: torch.Tensor,
 ) -> torch.Tensor:
-    """Masked diffusion SFT loss (LLaDA, Nie et al. 2025, Eq. 5; ALGORITHMS.md section 9).
+    """Masked diffusion SFT loss (LLaDA, Nie et al. 2025, Eq. 5; docs/methods.md "SFT loss").
 
     ``sum_{masked i} CE_i / p`` divided by the response length (EOS padding included), averaged over
     the batch. Shapes: ``logits`` (B, N, V); ``labels``, ``loss_mask`` (B, N); ``p_mask`` (B,), one masking

@@ -1,4 +1,4 @@
-"""Temporal signals of masked diffusion decoding as pure functions (ALGORITHMS.md section 6).
+"""Temporal signals of masked diffusion decoding as pure functions (docs/methods.md, "Temporal signals").
 
 From "Time Is a Feature: Exploiting Temporal Dynamics in Diffusion Language Models" (Wang et al. 2025,
 arXiv 2508.09138): the answers a model holds at intermediate denoising steps carry signal the final step
@@ -22,7 +22,8 @@ Choices where the paper leaves room (**[ours]**):
 - Votes: unparsable steps cast no vote; no vote at all gives ``None``. Ties (relative tolerance 1e-9,
   so float summation order cannot break them) go to the cluster seen latest; the vote returns that
   cluster's latest member, i.e. the answer of step :func:`temporal_vote_index`.
-- TSE keeps steps ``s >= ceil(skip_ratio * S)`` but always at least the final step. Unparsable kept
+- TSE drops the first ``floor(skip_ratio * S)`` steps, as the released code does
+  (``answers[int(T * ratio):]``), but always keeps at least the final step. Unparsable kept
   steps are left out of the cluster masses (as in the paper); with no parsable kept step,
   ``TSE = log(kept steps)``, the maximum. Confidence ``1 - TSE / log(kept)`` is 0 with no parsable
   kept step and 1 when exactly one step is kept and it parsed (no 0/0).
@@ -96,7 +97,8 @@ def check_trajectories(
     return out_a, out_c
 
 
-def _check_weighting(num_steps: int, weighting: str, alpha: float) -> None:
+def check_weighting(num_steps: int, weighting: str, alpha: float) -> None:
+    """Raise ``ValueError`` unless ``weighting``/``alpha`` are valid step weights for ``num_steps >= 1`` steps."""
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting={weighting!r}: choose one of {WEIGHTINGS}")
     if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
@@ -107,7 +109,7 @@ def _check_weighting(num_steps: int, weighting: str, alpha: float) -> None:
 
 def _log_weights(num_steps: int, weighting: str, alpha: float) -> list[float]:
     """log f(s) for s = 0..S-1 (see :func:`step_weights`)."""
-    _check_weighting(num_steps, weighting, alpha)
+    check_weighting(num_steps, weighting, alpha)
     S = num_steps
     if weighting == "fixed":
         return [0.0] * S
@@ -117,7 +119,7 @@ def _log_weights(num_steps: int, weighting: str, alpha: float) -> list[float]:
 
 
 def step_weights(num_steps: int, weighting: str = "exp", alpha: float = VOTE_ALPHA) -> list[float]:
-    """The paper's step weights f(s), s = 0..S-1 (Time Is a Feature; ALGORITHMS.md section 6).
+    """The paper's step weights f(s), s = 0..S-1 (Time Is a Feature; docs/methods.md "Temporal signals").
 
     ``fixed``: 1; ``linear``: (s+1)/S; ``exp``: exp(alpha*s/S). ``alpha`` is ignored unless ``exp``.
     """
@@ -200,11 +202,18 @@ def temporal_vote(
     return None if index is None else answers[index]
 
 
-def _first_kept(num_steps: int, skip_ratio: float) -> int:
+def first_kept_step(num_steps: int, skip_ratio: float) -> int:
+    """The first step TSE keeps: ``floor(skip_ratio * S)`` steps are dropped, as in the released code of
+    Time Is a Feature (``answers[int(T * ratio):]``), but the final step is always kept.
+
+    >>> first_kept_step(7, 0.5)   # 3 of 7 steps dropped (a ceiling would drop 4)
+    3
+    """
     if not (isinstance(skip_ratio, (int, float)) and 0.0 <= skip_ratio <= 1.0):
         raise ValueError(f"skip_ratio={skip_ratio!r} must be in [0, 1] (0.5 keeps the second half of the steps)")
-    # round() first: 0.1 * 30 is 3.0000000000000004 in floating point, which must keep step 3
-    return min(math.ceil(round(skip_ratio * num_steps, 9)), num_steps - 1)
+    if num_steps < 1:
+        raise ValueError(f"num_steps={num_steps} must be >= 1")
+    return min(int(skip_ratio * num_steps), num_steps - 1)
 
 
 def _entropy_nats(
@@ -213,7 +222,7 @@ def _entropy_nats(
     """(TSE in nats, number of kept steps, whether any kept step parsed)."""
     answers = as_trajectory(step_answers)
     S = len(answers)
-    first = _first_kept(S, skip_ratio)
+    first = first_kept_step(S, skip_ratio)
     kept = S - first
     labels = cluster_answers(answers[first:], equivalent)
     valid = [first + i for i, label in enumerate(labels) if label is not None]
@@ -230,7 +239,8 @@ def _entropy_nats(
     return (entropy if entropy > 0.0 else 0.0), kept, True
 
 
-def _check_base(base: float) -> None:
+def check_base(base: float) -> None:
+    """Raise ``ValueError`` unless ``base`` is a valid logarithm base for TSE."""
     if not (isinstance(base, (int, float)) and math.isfinite(base) and base > 0 and base != 1):
         raise ValueError(f"base={base!r} must be a positive number other than 1 (math.e for nats, 2 for bits)")
 
@@ -244,7 +254,7 @@ def temporal_entropy_and_confidence(
     base: float = math.e,
 ) -> tuple[float, float]:
     """``(TSE, normalised confidence)`` with one clustering pass; see the two functions below."""
-    _check_base(base)
+    check_base(base)
     entropy, kept, parsed = _entropy_nats(step_answers, skip_ratio, weighting, alpha, equivalent)
     if not parsed:
         confidence = 0.0
@@ -265,7 +275,7 @@ def temporal_semantic_entropy(
 ) -> float:
     """Temporal semantic entropy ``-sum_k p_k log p_k`` over the kept steps (Time Is a Feature).
 
-    ``p_k`` is the weight share of cluster ``k`` among parsed kept steps ``s >= skip_ratio * S``.
+    ``p_k`` is the weight share of cluster ``k`` among parsed kept steps (:func:`first_kept_step`).
     ``base``: ``math.e`` for nats (default), 2 for bits. No parsable kept step gives ``log(kept)``.
     """
     return temporal_entropy_and_confidence(step_answers, skip_ratio, weighting, alpha, equivalent, base)[0]

@@ -19,7 +19,6 @@ its correctness (when examples are given), the TCV vote per weighting, TSE, conf
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,22 +26,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from dllm_lab.decoding.callbacks import DecodeCallback, DecodeState
-from dllm_lab.metrics.temporal import (
-    TSE_ALPHA,
-    TSE_SKIP_RATIO,
-    VOTE_ALPHA,
-    WEIGHTINGS,
-    _check_base,
-    _check_weighting,
-    _first_kept,
-    answer_changes,
-    temporal_entropy_and_confidence,
-    temporal_vote_index,
-)
+from dllm_lab.decoding.callbacks import DecodeCallback
+from dllm_lab.decoding.state import DecodeOutput, DecodeState
+from dllm_lab.temporal.settings import TemporalSettings
+from dllm_lab.temporal.signals import answer_changes, temporal_entropy_and_confidence, temporal_vote_index
 
 if TYPE_CHECKING:
-    from dllm_lab.decoding.loop import DecodeOutput
     from dllm_lab.models.adapter import DiffusionLM
     from dllm_lab.tasks.base import Example, Task
 
@@ -57,7 +46,8 @@ class TemporalSample:
     correct: (S,) correctness per step, ``None`` without examples.
     votes / vote_correct: per weighting, the TCV answer (``None``: no vote) and its correctness.
     tse / confidence: temporal semantic entropy (nats unless ``tse_base`` says otherwise) and
-        normalised confidence in [0, 1]. answer_changes: changes between consecutive parsed answers.
+        normalised confidence in [0, 1]; computed here once, and what the TCR reward of RL uses.
+        answer_changes: changes between consecutive parsed answers.
     """
 
     answers: list[Any]
@@ -149,7 +139,8 @@ class TemporalCallback(DecodeCallback):
 
     ``lm`` decodes ids to text, ``task`` parses (``parse_answer``), clusters (``is_equivalent``) and
     scores (``answer_is_correct``). ``examples``: the batch's examples in prompt order, for correctness;
-    ``None`` skips it. Results: ``output.extras["temporal"]``, a list of :class:`TemporalSample`.
+    ``None`` skips it. ``settings``: weightings, skip ratio and base (default: the paper's). Results:
+    ``output.extras["temporal"]``, a list of :class:`TemporalSample`.
 
     A sample's trajectory holds the steps it was decoded in (``state.active``; all steps when the loop
     does not say), so a row that stops early has a shorter trajectory and its own ``S``. Its last entry
@@ -166,23 +157,11 @@ class TemporalCallback(DecodeCallback):
         lm: DiffusionLM,
         task: Task,
         examples: Sequence[Example] | None = None,
-        vote_weightings: Sequence[str] = WEIGHTINGS,
-        vote_alpha: float = VOTE_ALPHA,
-        tse_skip_ratio: float = TSE_SKIP_RATIO,
-        tse_weighting: str = "exp",
-        tse_alpha: float = TSE_ALPHA,
-        tse_base: float = math.e,
+        settings: TemporalSettings | None = None,
     ) -> None:
-        for w in vote_weightings:
-            _check_weighting(1, w, vote_alpha)
-        _check_weighting(1, tse_weighting, tse_alpha)
-        _check_base(tse_base)
-        _first_kept(1, tse_skip_ratio)
         self.lm, self.task = lm, task
         self.examples = None if examples is None else list(examples)
-        self.vote_weightings, self.vote_alpha = tuple(vote_weightings), float(vote_alpha)
-        self.tse_skip_ratio, self.tse_weighting = float(tse_skip_ratio), tse_weighting
-        self.tse_alpha, self.tse_base = float(tse_alpha), float(tse_base)
+        self.settings = settings or TemporalSettings()
         self.rows = self.parse_calls = 0
         self._steps: list[torch.Tensor] = []
         self._active: list[torch.Tensor | None] = []
@@ -236,16 +215,16 @@ class TemporalCallback(DecodeCallback):
         self, answers: list[Any], example: Example | None = None, steps: list[int] | None = None
     ) -> TemporalSample:
         """The :class:`TemporalSample` of one trajectory of parsed answers (``steps``: their indices)."""
-        equivalent = self.task.is_equivalent
+        equivalent, cfg = self.task.is_equivalent, self.settings
         correct = None if example is None else self._step_correct(answers, example)
         votes: dict[str, Any] = {}
         vote_correct: dict[str, bool] = {}
-        for w in self.vote_weightings:
-            i = temporal_vote_index(answers, w, self.vote_alpha, equivalent)
+        for w in cfg.vote_weightings:
+            i = temporal_vote_index(answers, w, cfg.vote_alpha, equivalent)
             votes[w] = None if i is None else answers[i]
             vote_correct[w] = i is not None and correct is not None and correct[i]
         tse, confidence = temporal_entropy_and_confidence(
-            answers, self.tse_skip_ratio, self.tse_weighting, self.tse_alpha, equivalent, self.tse_base
+            answers, cfg.tse_skip_ratio, cfg.tse_weighting, cfg.tse_alpha, equivalent, cfg.tse_base
         )
         return TemporalSample(
             answers=answers, steps=list(range(len(answers))) if steps is None else list(steps), correct=correct,

@@ -24,20 +24,20 @@ from typing import Any
 import torch
 from torchmetrics import Metric, MetricCollection
 
-from dllm_lab.metrics.temporal import (
+from dllm_lab.temporal.settings import TemporalSettings
+from dllm_lab.temporal.signals import (
     TSE_ALPHA,
     TSE_SKIP_RATIO,
     VOTE_ALPHA,
-    WEIGHTINGS,
     Equivalence,
-    _check_base,
-    _check_weighting,
-    _first_kept,
     answer_changes,
     as_trajectory,
+    check_base,
     check_trajectories,
+    check_weighting,
     correct_then_wrong,
     ever_correct,
+    first_kept_step,
     temporal_entropy_and_confidence,
     temporal_vote_index,
 )
@@ -79,7 +79,7 @@ class TemporalVoteAccuracy(_TemporalMetric):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check_weighting(1, weighting, alpha)
+        check_weighting(1, weighting, alpha)
         self.weighting, self.alpha, self.equivalent = weighting, float(alpha), equivalent
         self._add_count("vote_correct")
         self._add_count("vote_total")
@@ -183,9 +183,9 @@ class TemporalSemanticEntropy(_TemporalMetric):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check_weighting(1, weighting, alpha)
-        _check_base(base)
-        _first_kept(1, skip_ratio)
+        check_weighting(1, weighting, alpha)
+        check_base(base)
+        first_kept_step(1, skip_ratio)
         self.skip_ratio, self.weighting, self.alpha = float(skip_ratio), weighting, float(alpha)
         self.equivalent, self.base, self.prefix = equivalent, float(base), prefix
         for name in ("tse_sum", "confidence_sum", "tse_correct_sum", "tse_wrong_sum"):
@@ -227,23 +227,19 @@ class TemporalSemanticEntropy(_TemporalMetric):
 
 
 def temporal_metric_collection(
-    equivalent: Equivalence | None = None,
-    vote_weightings: Sequence[str] = WEIGHTINGS,
-    vote_alpha: float = VOTE_ALPHA,
-    tse_skip_ratio: float = TSE_SKIP_RATIO,
-    tse_weighting: str = "exp",
-    tse_alpha: float = TSE_ALPHA,
-    tse_base: float = math.e,
+    equivalent: Equivalence | None = None, settings: TemporalSettings | None = None
 ) -> MetricCollection:
     """Every temporal metric in one object, ``update(step_answers, step_correct)``; ``compute()`` gives
     ``tcv_<w>_accuracy`` per weighting, ``everpass``, ``correct_then_wrong``, ``answer_changes`` and the
     ``tse_*`` keys of :class:`TemporalSemanticEntropy`. ``equivalent``: the task's ``is_equivalent``."""
+    cfg = settings or TemporalSettings()
     metrics: dict[str, Metric] = {}
-    for w in vote_weightings:
-        vote = TemporalVoteAccuracy(w, vote_alpha, equivalent)
+    for w in cfg.vote_weightings:
+        vote = TemporalVoteAccuracy(w, cfg.vote_alpha, equivalent)
         metrics[vote.metric_name] = vote
     metrics["everpass"] = EverPass()
     metrics["correct_then_wrong"] = CorrectThenWrong()
     metrics["answer_changes"] = AnswerChanges(equivalent)
-    metrics["tse"] = TemporalSemanticEntropy(tse_skip_ratio, tse_weighting, tse_alpha, equivalent, tse_base)
+    metrics["tse"] = TemporalSemanticEntropy(cfg.tse_skip_ratio, cfg.tse_weighting, cfg.tse_alpha, equivalent,
+                                             cfg.tse_base)
     return MetricCollection(metrics, compute_groups=False)

@@ -1,6 +1,6 @@
-"""Plots of temporal signals (Time Is a Feature, ALGORITHMS.md section 6), as PNG files.
+"""Plots of temporal signals (Time Is a Feature, docs/methods.md "Temporal signals"), as PNG files.
 
-Pure: each function takes records (the DataFrame of :func:`dllm_lab.evaluation.temporal.read_records`) or
+Pure: each function takes records (the DataFrame of :func:`dllm_lab.temporal.read_records`) or
 result rows, writes one PNG to ``path`` and returns the path. The evaluation logs them as MLflow artifacts
 under ``plots/``; the notebook ``notebooks/temporal_dynamics.ipynb`` redraws them from a run's artifacts.
 Panels are one per setting: rows are tasks, columns generation lengths (and decoders, when several).
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dllm_lab.metrics import WEIGHTINGS
+from dllm_lab.temporal.signals import WEIGHTINGS
 
 if TYPE_CHECKING:
     import pandas as pd

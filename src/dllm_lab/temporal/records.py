@@ -1,7 +1,5 @@
-"""Temporal signals in evaluation (Time Is a Feature, Wang et al. 2025, arXiv 2508.09138; ALGORITHMS.md 6).
+"""Per-sample temporal records and their read-back from MLflow (Time Is a Feature, arXiv 2508.09138).
 
-- :class:`TemporalSettings`: the ``temporal`` block of ``configs/eval.yaml``, validated up front; builds the
-  per-batch :class:`~dllm_lab.metrics.TemporalCallback` and the per-task torchmetrics.
 - Per-sample records: one row per sample (its answer and correctness at every step, the TCV votes, TSE,
   confidence), written as parquet (``temporal/<task>.parquet`` in the run's artifacts).
 - :func:`load_temporal_run` / :func:`latest_temporal_run`: read a run (or a sweep's child runs) back from
@@ -10,100 +8,33 @@
 
 from __future__ import annotations
 
-import math
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dllm_lab.config import ConfigError
-from dllm_lab.metrics import (
-    TSE_ALPHA,
-    TSE_SKIP_RATIO,
-    VOTE_ALPHA,
-    WEIGHTINGS,
-    TemporalCallback,
-    TemporalSample,
-    temporal_metric_collection,
-)
-
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
-    from torchmetrics import MetricCollection
 
-    from dllm_lab.models.adapter import DiffusionLM
-    from dllm_lab.tasks.base import Example, Task
+    from dllm_lab.temporal.callback import TemporalSample
 
 TEMPORAL_TAG = "temporal"  # MLflow tag ("true") on runs with temporal artifacts (and sweep parents)
 STUDY_EXPERIMENT = "dllm-lab/temporal_voting"
 
 
-@dataclass(frozen=True)
-class TemporalSettings:
-    """What the ``temporal`` config block sets (defaults: the paper's). ``plots``: draw the PNGs;
-    ``timeline_samples``: at most this many samples per panel of the answer timeline."""
-
-    vote_weightings: tuple[str, ...] = WEIGHTINGS
-    vote_alpha: float = VOTE_ALPHA
-    tse_skip_ratio: float = TSE_SKIP_RATIO
-    tse_weighting: str = "exp"
-    tse_alpha: float = TSE_ALPHA
-    plots: bool = True
-    timeline_samples: int = 100
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> TemporalSettings | None:
-        """``None`` when ``cfg`` is missing or ``enabled`` is false; raises :class:`ConfigError` naming
-        the ``temporal.<key>`` override to fix."""
-        if cfg is None or cfg is False:
-            return None
-        values = dict(cfg)
-        if not values.pop("enabled", True):
-            return None
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"temporal.{unknown[0]}: unknown key; available: enabled, {', '.join(sorted(known))}")
-        weightings = values.get("vote_weightings", WEIGHTINGS)
-        if isinstance(weightings, str):
-            weightings = [weightings]
-        settings = cls(**{**values, "vote_weightings": tuple(str(w) for w in weightings)})
-        settings.validate()
-        return settings
-
-    def validate(self) -> None:
-        def check(ok: bool, message: str) -> None:
-            if not ok:
-                raise ConfigError(message)
-
-        bad = [w for w in self.vote_weightings if w not in WEIGHTINGS]
-        check(not bad, f"temporal.vote_weightings: unknown {bad}; choose from {list(WEIGHTINGS)}")
-        check(len(set(self.vote_weightings)) == len(self.vote_weightings), "temporal.vote_weightings: repeated entry")
-        check(self.tse_weighting in WEIGHTINGS,
-              f"temporal.tse_weighting={self.tse_weighting!r}: use one of {list(WEIGHTINGS)}")
-        for key in ("vote_alpha", "tse_alpha"):
-            value = getattr(self, key)
-            check(isinstance(value, (int, float)) and math.isfinite(value) and value >= 0,
-                  f"temporal.{key}={value!r} must be a finite number >= 0 (the final step must weigh most)")
-        check(isinstance(self.tse_skip_ratio, (int, float)) and 0.0 <= self.tse_skip_ratio <= 1.0,
-              f"temporal.tse_skip_ratio={self.tse_skip_ratio!r} must be in [0, 1]")
-        check(isinstance(self.timeline_samples, int) and self.timeline_samples > 0,
-              f"temporal.timeline_samples={self.timeline_samples!r} must be a positive integer")
-
-    def callback(self, lm: DiffusionLM, task: Task, examples: Sequence[Example]) -> TemporalCallback:
-        return TemporalCallback(
-            lm, task, examples, self.vote_weightings, self.vote_alpha, self.tse_skip_ratio, self.tse_weighting,
-            self.tse_alpha,
-        )
-
-    def metrics(self, task: Task) -> MetricCollection:
-        """``tcv_<w>_accuracy``, ``everpass``, ``correct_then_wrong``, ``answer_changes``, ``tse_*``."""
-        return temporal_metric_collection(
-            task.is_equivalent, self.vote_weightings, self.vote_alpha, self.tse_skip_ratio, self.tse_weighting,
-            self.tse_alpha,
-        )
+def results_from_metrics(metrics: dict[str, Any], task_names: list[str]) -> dict[str, dict[str, float]]:
+    """Per-task results from flat ``eval/<task>/<metric>`` values (``trainer.callback_metrics``, an MLflow
+    run's metrics): every metric logged for a task that has ``accuracy``."""
+    out: dict[str, dict[str, float]] = {}
+    for t in task_names:
+        prefix = f"eval/{t}/"
+        if f"{prefix}accuracy" not in metrics:
+            continue
+        names = {k: k[len(prefix):] for k in metrics if k.startswith(prefix)}
+        out[t] = {m: float(metrics[k]) for k, m in names.items() if "/" not in m}
+    return out
 
 
 # -- per-sample records -------------------------------------------------------------------------------
@@ -201,8 +132,6 @@ def load_temporal_run(client: MlflowClient, run_id: str, dst: str | Path | None 
     """Download ``temporal/*.parquet`` of ``run_id`` (or of its child runs, for a sweep parent) into ``dst``
     and rebuild the per-task rows from the runs' metrics."""
     import pandas as pd
-
-    from dllm_lab.evaluation.report import results_from_metrics
 
     dst = Path(dst or tempfile.mkdtemp(prefix="temporal-"))
     run = client.get_run(run_id)

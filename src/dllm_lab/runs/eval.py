@@ -1,0 +1,58 @@
+"""``run_eval(cfg)``: load the model, decode the evaluation sets (or a decoder sweep), log and print results."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+
+from dllm_lab.data import TaskDataModule
+from dllm_lab.evaluation.evaluate import evaluate_decoder
+from dllm_lab.evaluation.report import format_table
+from dllm_lab.evaluation.sweep import run_sweep
+from dllm_lab.factory import Job, build_datamodule, build_job, build_model, resolve_prompt_style
+from dllm_lab.models.adapter import DiffusionLM
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+
+def run_eval(cfg: DictConfig) -> dict[str, Any]:
+    """Decode ``data.eval_tasks`` with ``decoder`` (or every ``sweep`` setting), log everything; returns
+    flat ``eval/<task>/<metric>`` values and the table (a sweep returns its rows and tables)."""
+    job = build_job(cfg, "eval")  # every bad value fails here, before a model is loaded
+    L.seed_everything(job.seed, workers=True)
+    lm = build_model(job)
+    resolve_prompt_style(job, lm)
+    datamodule = build_datamodule(job, lm)
+    logger = job.make_logger(log_run_config=True)
+    if job.sweep is not None:
+        return run_sweep(job.sweep, lm, datamodule, job.trainer, job.output_dir, logger,
+                         lambda name, tags: job.make_logger(run_name=name, tags=tags), job.eval_temporal,
+                         job.decode_callbacks)
+    return evaluate(job, lm, datamodule, logger)
+
+
+def evaluate(job: Job, lm: DiffusionLM, datamodule: TaskDataModule, logger) -> dict[str, Any]:
+    """The test loop with ``job.decoder``; prints the table on rank 0; returns flat metrics + ``table``."""
+    results, is_zero = evaluate_decoder(lm, datamodule, job.decoder, job.trainer, logger, job.output_dir,
+                                        job.eval_temporal, job.output_dir, job.decode_callbacks)
+    table = format_table(results)
+    if is_zero and job.print_table:
+        print_summary(table, logger, job)
+    return {f"eval/{t}/{k}": v for t, row in results.items() for k, v in row.items()} | {"table": table}
+
+
+def print_summary(table: str, logger, job: Job) -> None:
+    print("\n" + table)
+    if logger is None or not hasattr(logger, "run_id"):
+        return
+    uri = job.tracking_uri or ""
+    print(f"\nMLflow run {logger.run_id} in experiment '{job.experiment_name}'.")
+    if uri.startswith("sqlite:"):
+        print(f"Open the UI with:  mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)")
+    else:
+        print(f"Open {uri} in a browser.")
+
+
+__all__ = ["evaluate", "print_summary", "run_eval"]

@@ -1,0 +1,87 @@
+"""``run_train(cfg)``: MDLM SFT or the GRPO family (``algo.kind``), then optional export and evaluation."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+
+from dllm_lab.factory import Job, build_datamodule, build_job, build_model, resolve_prompt_style
+from dllm_lab.models.adapter import DiffusionLM
+from dllm_lab.runs.eval import evaluate
+from dllm_lab.training.callbacks import MLflowRunId, TrainingCurve, export_pretrained
+from dllm_lab.training.grpo import GRPOModule
+from dllm_lab.training.mdlm import MDLMModule
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+
+def run_train(cfg: DictConfig, callbacks: list | None = None) -> dict[str, Any]:
+    """Train, then export (``export_dir``) and evaluate (``eval_after_fit``). ``callbacks``: extra Lightning
+    callbacks (on top of ``callbacks.*`` of the config). Returns the final metrics."""
+    job = build_job(cfg, "train")  # every bad value fails here, before a model is loaded
+    L.seed_everything(job.seed, workers=True)
+    lm = build_model(job)
+    resolve_prompt_style(job, lm)
+    datamodule = build_datamodule(job, lm)
+    module = build_module(job, lm)
+    logger = job.make_logger(run_id=_resume_run_id(job.ckpt_path), log_run_config=True)
+    curve = TrainingCurve()
+    all_callbacks = [*(callbacks or []), *job.trainer_callbacks, curve, MLflowRunId()]
+    trainer = job.trainer.build(logger, all_callbacks, str(job.output_dir), manual_optimization=job.algo_kind == "grpo")
+    if job.validate_before_fit and not job.ckpt_path and not job.trainer.fast_dev_run:
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=job.ckpt_path)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+    if job.export_dir and trainer.is_global_zero and not job.trainer.fast_dev_run:
+        export = export_pretrained(lm, job.export_dir, job.config_yaml, curve.rows)
+        _plot_curve(curve.rows, export / "training_curve.png")
+        log.info("exported the trained model to %s", export)
+    if job.eval_after_fit:
+        metrics.update(evaluate(job, lm, datamodule, logger))
+    return metrics
+
+
+def build_module(job: Job, lm: DiffusionLM) -> L.LightningModule:
+    """:class:`MDLMModule` for ``algo.kind=sft``, :class:`GRPOModule` for ``grpo``."""
+    if job.algo_kind == "grpo":
+        assert job.grpo is not None
+        return GRPOModule(lm, job.grpo, job.decoder, job.decoder.replace(temperature=0.0), job.optim, job.temporal,
+                          job.seed, job.config)
+    return MDLMModule(lm, job.optim, job.config)
+
+
+def _resume_run_id(ckpt_path: str | None) -> str | None:
+    if not ckpt_path:
+        return None
+    if not Path(ckpt_path).exists():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
+    return torch.load(ckpt_path, map_location="cpu", weights_only=False).get("mlflow_run_id")
+
+
+@rank_zero_only
+def _plot_curve(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for key in ("train_loss", "val_loss"):
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), label=key.replace("_", " "))
+    ax.set_xlabel("step")
+    ax.set_ylabel("MDLM loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -20,9 +20,16 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 @pytest.fixture(autouse=True)
 def _isolated_mlflow(tmp_path, monkeypatch):
-    """Every test logs to its own sqlite store, never to the project's mlflow.db."""
+    """Every test logs to its own sqlite store, never to the project's mlflow.db.
+
+    Every test also gets a fresh DDP rendezvous port: Lightning's spawn launcher writes MASTER_PORT into
+    os.environ and each later Trainer of the process reuses it, so one port picked by the first DDP test
+    would serve every DDP test of the session, however long another process on a shared machine has held
+    it since."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.setenv("DLLM_LAB_ROOT", str(ROOT))
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
     yield
 
 

@@ -15,7 +15,10 @@ def main() -> None:
     args = parser.parse_args()
     from dllm_lab.runs.export import export_checkpoint
 
-    print(export_checkpoint(args.ckpt_path, args.out_dir))
+    try:
+        print(export_checkpoint(args.ckpt_path, args.out_dir))
+    except (ValueError, FileNotFoundError) as err:  # unsafe, unreadable or missing checkpoint: say why, no traceback
+        raise SystemExit(f"export: {err}") from None
 
 
 if __name__ == "__main__":

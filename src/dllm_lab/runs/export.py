@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 import yaml
 
 from dllm_lab.factory import model_from_run_config
 from dllm_lab.training.callbacks import export_pretrained
+from dllm_lab.training.checkpoints import load_checkpoint
 
 
 def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path) -> Path:
     """Rebuild the model from the run config stored in the checkpoint, load its weights, and export
     weights + tokenizer + ``config.yaml`` + training curve to ``out_dir``."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(ckpt_path)
     run_config = (ckpt.get("hyper_parameters") or {}).get("run_config")
     if not run_config:
         raise ValueError(f"{ckpt_path} has no run_config in its hyper-parameters; was it written by dllm-train?")

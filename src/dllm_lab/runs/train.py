@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
-import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from dllm_lab.factory import Job, build_datamodule, build_job, build_model, resolve_prompt_style
 from dllm_lab.models.adapter import DiffusionLM
 from dllm_lab.runs.eval import evaluate
 from dllm_lab.training.callbacks import MLflowRunId, TrainingCurve, export_pretrained
+from dllm_lab.training.checkpoints import load_checkpoint
 from dllm_lab.training.grpo import GRPOModule
 from dllm_lab.training.mdlm import MDLMModule
 
@@ -38,7 +38,7 @@ def run_train(cfg: DictConfig, callbacks: list | None = None) -> dict[str, Any]:
     trainer = job.trainer.build(logger, all_callbacks, str(job.output_dir), manual_optimization=job.algo_kind == "grpo")
     if job.validate_before_fit and not job.ckpt_path and not job.trainer.fast_dev_run:
         trainer.validate(module, datamodule=datamodule, verbose=False)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=job.ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=job.ckpt_path, weights_only=True)  # never unpickle code
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     if job.export_dir and trainer.is_global_zero and not job.trainer.fast_dev_run:
@@ -64,7 +64,7 @@ def _resume_run_id(ckpt_path: str | None) -> str | None:
         return None
     if not Path(ckpt_path).exists():
         raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
-    return torch.load(ckpt_path, map_location="cpu", weights_only=False).get("mlflow_run_id")
+    return load_checkpoint(ckpt_path).get("mlflow_run_id")
 
 
 @rank_zero_only

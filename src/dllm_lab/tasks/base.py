@@ -33,24 +33,36 @@ def format_completion(reasoning: str, answer: str) -> str:
     return f"<reasoning>\n{reasoning}\n</reasoning>\n<answer>\n\\boxed{{{answer}}}\n</answer>"
 
 
+_BRACES = re.compile(r"\\boxed\{|[{}]")
+
+
 def extract_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` in ``text``, braces balanced; ``None`` if there is none."""
-    start = text.rfind("\\boxed{")
-    while start != -1:
-        i, depth = start + len("\\boxed{"), 1
-        for j in range(i, len(text)):
-            if text[j] == "{":
-                depth += 1
-            elif text[j] == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[i:j].strip()
-        # unbalanced (e.g. a truncated generation): try an earlier box
-        start = text.rfind("\\boxed{", 0, start)
-    return None
+    """Content of the last ``\\boxed{...}`` whose braces close, or ``None``. One pass over ``text``: linear
+    in its length, whatever a model wrote (a truncated generation leaves boxes open)."""
+    stack: list[int] = []  # start of each open brace's content; -1 for a plain "{"
+    best = None
+    for m in _BRACES.finditer(text):
+        token = m.group()
+        if token == "}":
+            if stack:
+                start = stack.pop()
+                if start >= 0 and (best is None or start > best[0]):
+                    best = (start, m.start())
+        else:
+            stack.append(m.end() if token != "{" else -1)
+    return None if best is None else text[best[0] : best[1]].strip()
 
 
-_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+def last_answer_tag(text: str) -> str | None:
+    """Content of the last ``<answer>...</answer>`` block (pairs matched left to right, as a lazy regex
+    would), in linear time."""
+    last, pos = None, 0
+    while (start := text.find("<answer>", pos)) != -1:
+        end = text.find("</answer>", start + 8)
+        if end == -1:
+            break
+        last, pos = text[start + 8 : end], end + 9
+    return last
 
 
 def extract_answer_text(text: str) -> str | None:
@@ -58,10 +70,8 @@ def extract_answer_text(text: str) -> str | None:
     boxed = extract_boxed(text)
     if boxed is not None:
         return boxed
-    tags = _ANSWER_TAG.findall(text)
-    if tags:
-        return tags[-1].strip() or None
-    return None
+    tag = last_answer_tag(text)
+    return (tag.strip() or None) if tag is not None else None
 
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")

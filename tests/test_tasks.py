@@ -359,9 +359,9 @@ def test_equations_are_plain_text_lines_with_true_values():
 
 
 # ---------------------------------------------------------------- loading real data
-LOADER_CASES = [  # task, fixture, valid rows kept, 1-based rows that must be skipped
-    ("countdown", "countdown_cd3_test.jsonl", 4, [3, 5, 6, 7]),
-    ("sudoku4", "sudoku_4x4_test.csv", 3, [3, 5, 6]),
+LOADER_CASES = [  # task, fixture, valid rows kept, the file's lines that must be skipped (1-based)
+    ("countdown", "countdown_cd3_test.jsonl", 4, [3, 6, 7, 8]),  # line 4 is blank
+    ("sudoku4", "sudoku_4x4_test.csv", 3, [4, 6, 7]),  # line 1 is the header
     ("gsm8k", "gsm8k_test.jsonl", 3, [3, 4, 5, 6]),
     ("svamp", "svamp.jsonl", 3, [3, 5]),
     ("math500", "math500.jsonl", 3, [4, 5]),
@@ -374,10 +374,10 @@ def test_loader_skips_malformed_rows_with_a_named_warning(caplog, name, fixture,
     with caplog.at_level(logging.WARNING):
         examples = task.load("test", source=str(path))
     assert len(examples) == n_valid
-    skips = [r.getMessage() for r in caplog.records if "skipping row" in r.getMessage()]
+    skips = [r.getMessage() for r in caplog.records if ": skipping " in r.getMessage()]
     assert len(skips) == len(bad_rows)
     for row, message in zip(bad_rows, skips, strict=True):
-        assert f"skipping row {row} of {path}" in message
+        assert f"skipping line {row} of {path}" in message
     assert any(f"skipped {len(bad_rows)} malformed" in r.getMessage() for r in caplog.records)
     for example in examples:  # what is kept is usable
         assert all(example.get(f) not in (None, "") for f in task.required_fields)
@@ -391,7 +391,7 @@ def test_countdown_loader_normalises_d1_rows(caplog):
         examples = get_task("countdown").load(source=str(FIXTURES / "countdown_cd3_test.jsonl"))
     assert [(e["numbers"], e["target"]) for e in examples] == [
         ([30, 100, 93], 23), ([45, 59, 31], 73), ([2, 7, 12], 26), ([3, 6, 9], 18)]
-    assert any("line 7: invalid JSON" in r.getMessage() for r in caplog.records)
+    assert any("skipping line 7 of" in r.getMessage() and "invalid JSON" in r.getMessage() for r in caplog.records)
     assert get_task("countdown").reward("\\boxed{30-(100-93)}", examples[0]) == 1.0
 
 

@@ -205,6 +205,7 @@ def build_model(job: Job) -> DiffusionLM:
         str(path), family=model_cfg.get("family"), trust_remote_code=bool(model_cfg.get("trust_remote_code", False)),
         dtype=model_cfg.get("dtype", "auto"), mask_token_id=model_cfg.get("mask_token_id"),
         eos_token_ids=model_cfg.get("eos_token_ids"), prompt_style=data_cfg.get("prompt_style"),
+        revision=model_cfg.get("revision"),
     )
 
 

@@ -164,13 +164,15 @@ def load_model(
     mask_token_id: int | None = None,
     eos_token_ids: list[int] | tuple[int, ...] | None = None,
     prompt_style: str | None = None,
+    revision: str | None = None,
     **model_kwargs: Any,
 ) -> DiffusionLM:
     """Load a local directory or hub id as a :class:`DiffusionLM`.
 
     ``family`` is detected from the config's ``model_type`` unless given. LLaDA and Dream ship custom
     code: pass ``trust_remote_code=True`` (``model.trust_remote_code=true``) to allow it; it is never
-    enabled implicitly. ``prompt_style``: ``None`` takes the checkpoint's own (``data.prompt_style`` of
+    enabled implicitly; ``revision`` pins the hub commit whose code and weights are used (the LLaDA and
+    Dream presets pin one). ``prompt_style``: ``None`` takes the checkpoint's own (``data.prompt_style`` of
     the ``config.yaml`` a dllm-lab export carries), else ``d1``.
     """
     from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
@@ -178,8 +180,12 @@ def load_model(
     source = str(name_or_path)
     if Path(source).expanduser().exists():
         source = str(Path(source).expanduser().resolve())
+    elif trust_remote_code and revision is None:
+        log.warning("running the remote code of %s from its default branch, which may change under you; pin "
+                    "model.revision=<commit>", name_or_path)
+    hub = {"revision": revision} if revision else {}
     try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, **hub)
     except ValueError as err:
         if "trust_remote_code" in str(err) and not trust_remote_code:
             raise ValueError(
@@ -195,12 +201,14 @@ def load_model(
     family = family or detect_family(config)
     if family not in FAMILIES:
         raise ValueError(f"model.family={family!r}: choose one of {FAMILIES}")
-    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    tokenizer = _load_tokenizer(AutoTokenizer, source, name_or_path, trust_remote_code, hub)
 
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
     auto_cls = AutoModelForMaskedLM if family == "masked_lm" else AutoModel
-    model = auto_cls.from_pretrained(source, trust_remote_code=trust_remote_code, dtype=torch_dtype, **model_kwargs)
+    model = auto_cls.from_pretrained(source, trust_remote_code=trust_remote_code, dtype=torch_dtype, **hub,
+                                     **model_kwargs)
     model.eval()
+    _check_finite(model, name_or_path)
 
     eot: tuple[int, ...] = ()
     if family == "llada":
@@ -233,6 +241,25 @@ def load_model(
     return lm
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "spiece.model", "tokenizer.tiktoken")
+
+
+def _load_tokenizer(
+    auto_tokenizer: Any, source: str, name: str | Path, trust_remote_code: bool, hub: dict[str, Any]
+) -> Any:
+    """The model's tokenizer; a local directory without tokenizer files gets a message that says so
+    (transformers would blame a missing sentencepiece or tiktoken instead)."""
+    local = Path(source)
+    if local.is_dir() and not any((local / f).exists() for f in TOKENIZER_FILES):
+        raise FileNotFoundError(
+            f"{name} has model weights but no tokenizer files (none of {', '.join(TOKENIZER_FILES[:2])}, ...); "
+            "save the tokenizer next to the weights with tokenizer.save_pretrained(<dir>), as "
+            "DiffusionLM.save_pretrained does"
+        )
+    return auto_tokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **hub)
+
+
 def checkpoint_prompt_style(path: str | Path) -> str | None:
     """``data.prompt_style`` of the run config (``config.yaml``) saved beside a dllm-lab checkpoint, or ``None``."""
     config_yaml = Path(path) / "config.yaml"
@@ -247,6 +274,19 @@ def checkpoint_prompt_style(path: str | Path) -> str | None:
         return None
     style = (run_config.get("data") or {}).get("prompt_style") if isinstance(run_config, dict) else None
     return style if style in PROMPT_STYLES else None
+
+
+def _check_finite(model: nn.Module, name: str | Path) -> None:
+    """Refuse weights with NaN or inf: a corrupted file (bytes overwritten on disk) loads without error,
+    then decodes empty text and scores 0, which a study would take for a result."""
+    bad = [n for n, t in (*model.named_parameters(), *model.named_buffers())
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise ValueError(
+            f"the weights of {name} hold NaN or inf values ({shown}): the checkpoint file is corrupted. "
+            "Restore it (for the embedded model: git checkout checkpoints/) or re-export it"
+        )
 
 
 def _vocab_size(model: nn.Module) -> int | None:

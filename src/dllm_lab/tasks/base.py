@@ -9,8 +9,10 @@ serialise to jsonl without ceremony.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
@@ -105,6 +107,31 @@ def parse_number(text: str | None) -> float | None:
         return None
 
 
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def as_integer(value: Any, what: str) -> int:
+    """``value`` as an int, or ``ValueError`` naming ``what``: whole numbers only. ``1.5``, ``true`` and
+    ``1e400`` are errors, not 1, 1 and an overflow; strings must be plain ASCII digits."""
+    if isinstance(value, bool):
+        raise ValueError(f"{what} {value!r} is a boolean, not an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise ValueError(f"{what} {value!r} is not a whole number")
+        return int(value)
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+        return int(value.strip())
+    raise ValueError(f"{what} {value!r} is not an integer")
+
+
+def ascii_digits(text: str) -> str:
+    """``text`` with every Unicode decimal digit (Arabic-Indic ``١٢``, full-width ``１２`` ...) written as
+    ASCII, so that a gold answer compares with what a model writes."""
+    return "".join(str(unicodedata.digit(ch)) if ch.isdecimal() and not ch.isascii() else ch for ch in text)
+
+
 def format_number(value: float) -> str:
     """``27.0`` -> ``"27"``, ``0.5`` -> ``"0.5"``: the canonical text of a numeric answer."""
     return str(int(value)) if float(value).is_integer() else repr(float(value))
@@ -193,22 +220,23 @@ class Task:
             raise ValueError(f"missing field(s) {missing}")
         return dict(row)
 
-    def validate_rows(self, rows: Iterable[dict[str, Any]], origin: str) -> Iterator[Example]:
-        """Normalise rows, skipping malformed ones with a warning; raise if none is valid.
+    def validate_rows(self, rows: Iterable[tuple[str, Any]], origin: str) -> Iterator[Example]:
+        """Normalise ``(where, row)`` pairs, skipping malformed rows with a warning; raise if none is valid.
 
-        Warnings name the row by its 1-based position among the data rows of ``origin``.
+        ``where`` names the row in its source (``line 7`` of a jsonl or csv file, ``row 3`` of a table), so
+        a warning points at what to fix. A row that overflows (``1e400``) is malformed like any other.
         """
         kept = skipped = 0
-        for i, row in enumerate(rows, 1):
+        for where, row in rows:
             try:
                 if not isinstance(row, dict):
                     raise TypeError(f"expected an object with fields, got {type(row).__name__}")
                 if "__error__" in row:  # a reader could not decode this row (e.g. invalid JSON)
                     raise ValueError(row["__error__"])
                 example = self.normalize(row)
-            except (ValueError, KeyError, TypeError, AttributeError) as err:
+            except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as err:
                 skipped += 1
-                log.warning("%s: skipping row %d of %s: %s", self.name, i, origin, err)
+                log.warning("%s: skipping %s of %s: %s", self.name, where, origin, err)
                 continue
             kept += 1
             yield example

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
-from dllm_lab.tasks.base import Example, Task, extract_answer_text
+from dllm_lab.tasks.base import Example, Task, as_integer, extract_answer_text
 from dllm_lab.tasks.safe_eval import UnsafeExpression, expression_numbers, safe_arith_eval
 
 # Expression shapes over three numbers a, b, c. Weighted towards + and - so that the synthetic
@@ -82,7 +83,7 @@ class Countdown(Task):
         row = dict(row)
         if "numbers" not in row:  # d1 jsonl {"input": "30,100,93", "output": "23"}; HF {"nums", "target"}
             if "input" in row:
-                row["numbers"] = [int(x) for x in str(row["input"]).split(",")]
+                row["numbers"] = str(row["input"]).split(",")
                 row["target"] = row.get("output")
             elif "nums" in row:
                 row["numbers"] = list(row["nums"])
@@ -90,11 +91,13 @@ class Countdown(Task):
             row["numbers"] = row["numbers"].replace(",", " ").split()
         if row.get("numbers") in (None, []) or row.get("target") in (None, ""):
             raise ValueError("missing field(s) numbers/target (or d1 'input'/'output')")
-        row["numbers"] = [int(x) for x in row["numbers"]]
-        target = float(row["target"])
-        if not target.is_integer():
-            raise ValueError(f"target {row['target']!r} is not an integer")
-        row["target"] = int(target)
+        if not isinstance(row["numbers"], (list, tuple)):
+            raise ValueError(f"numbers {row['numbers']!r} is not a list")
+        row["numbers"] = [as_integer(x, "number") for x in row["numbers"]]
+        target = row["target"]
+        if isinstance(target, str) and re.fullmatch(r"\s*-?[0-9]+\.0*\s*", target):  # "23.0" as written by pandas
+            target = target.strip().split(".")[0]
+        row["target"] = as_integer(target, "target")
         return row
 
     def parse_answer(self, completion: str) -> str | None:

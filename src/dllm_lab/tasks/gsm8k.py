@@ -5,14 +5,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from dllm_lab.tasks.base import Example, Task, format_completion, format_number
+from dllm_lab.tasks.base import Example, Task, ascii_digits, format_completion, format_number
 
-_PLAIN_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_PLAIN_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 
 
 def _plain_number(text: str) -> str | None:
-    """``" $1,234 "`` -> ``"1234"``; ``None`` unless the text is a single number."""
-    cleaned = text.strip().replace(",", "").replace("$", "").strip()
+    """``" $1,234 "`` -> ``"1234"``, ``"١٢"`` -> ``"12"`` (gold answers in ASCII digits, as models write
+    them); ``None`` unless the text is a single number."""
+    cleaned = ascii_digits(text).strip().replace(",", "").replace("$", "").strip()
     return cleaned if _PLAIN_NUMBER.fullmatch(cleaned) else None
 
 

@@ -12,33 +12,41 @@ from typing import Any, Protocol
 LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
-def _read_local(path: Path) -> Iterator[dict[str, Any]]:
+Located = tuple[str, Any]  # ("line 7", row): where a row sits in its source, for warnings a user can follow
+
+
+def _read_local(path: Path) -> Iterator[Located]:
+    """Rows of a local file, each with its place: the file's line number for jsonl and csv, the item or
+    row index for json and parquet."""
     if path.suffix == ".jsonl":
-        with path.open() as fh:
+        with path.open(encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, 1):
                 if line.strip():
                     try:
-                        yield json.loads(line)
+                        yield f"line {lineno}", json.loads(line)
                     except json.JSONDecodeError as err:
-                        yield {"__error__": f"line {lineno}: invalid JSON ({err.msg})"}
+                        yield f"line {lineno}", {"__error__": f"invalid JSON ({err.msg})"}
     elif path.suffix == ".json":
-        data = json.loads(path.read_text())
-        yield from data if isinstance(data, list) else data.get("data", [])
+        data = json.loads(path.read_text(encoding="utf-8"))
+        items = data if isinstance(data, list) else data.get("data", [])
+        yield from ((f"item {i}", row) for i, row in enumerate(items, 1))
     elif path.suffix == ".csv":
-        with path.open(newline="") as fh:
-            yield from csv.DictReader(fh)
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            for row in reader:
+                yield f"line {reader.line_num}", row
     else:
         import pyarrow.parquet as pq
 
-        yield from pq.read_table(path).to_pylist()
+        yield from ((f"row {i}", row) for i, row in enumerate(pq.read_table(path).to_pylist(), 1))
 
 
-def _read_hub(hf_id: str, config: str | None, split: str) -> Iterator[dict[str, Any]]:
+def _read_hub(hf_id: str, config: str | None, split: str) -> Iterator[Located]:
     try:
         import datasets
     except ImportError as err:  # pragma: no cover - datasets is a core dependency
         raise ImportError("loading hub datasets needs `pip install datasets`") from err
-    yield from datasets.load_dataset(hf_id, config, split=split)
+    yield from ((f"row {i}", row) for i, row in enumerate(datasets.load_dataset(hf_id, config, split=split), 1))
 
 
 class RowValidator(Protocol):
@@ -46,7 +54,7 @@ class RowValidator(Protocol):
 
     name: str
 
-    def validate_rows(self, rows: Iterator[dict[str, Any]], origin: str) -> Iterator[dict[str, Any]]: ...
+    def validate_rows(self, rows: Iterator[Located], origin: str) -> Iterator[dict[str, Any]]: ...
 
 
 def load_examples(

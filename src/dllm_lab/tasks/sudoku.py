@@ -56,6 +56,16 @@ def _random_grid(rng: random.Random) -> list[list[int]]:
     return grid
 
 
+def _broken_unit(grid: str) -> str | None:
+    """The first row, column or 2x2 box of a solved 4x4 grid that is not a permutation of 1-4, or ``None``."""
+    cells = [[grid[4 * r + c] for c in range(4)] for r in range(4)]
+    units = {f"row {r + 1}": cells[r] for r in range(4)}
+    units |= {f"column {c + 1}": [cells[r][c] for r in range(4)] for c in range(4)}
+    units |= {f"box {b + 1}": [cells[r][c] for r in range(2 * (b // 2), 2 * (b // 2) + 2)
+                                for c in range(2 * (b % 2), 2 * (b % 2) + 2)] for b in range(4)}
+    return next((name for name, unit in units.items() if sorted(unit) != ["1", "2", "3", "4"]), None)
+
+
 class Sudoku4(Task):
     name = "sudoku4"
     required_fields = ("puzzle", "solution")
@@ -82,6 +92,9 @@ class Sudoku4(Task):
             raise ValueError(f"puzzle/solution must be 16 digits, got {puzzle!r} / {solution!r}")
         if any(p != "0" and p != s for p, s in zip(puzzle, solution, strict=True)):
             raise ValueError("solution contradicts the puzzle's given cells")
+        broken = _broken_unit(solution)
+        if broken:
+            raise ValueError(f"solution {solution} breaks the rules: {broken} does not hold 1-4 once each")
         return {"puzzle": puzzle, "solution": solution}
 
     def parse_answer(self, completion: str) -> str | None:

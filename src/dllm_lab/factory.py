@@ -35,7 +35,7 @@ from dllm_lab.rl import GRPOSettings
 from dllm_lab.tasks import TASKS
 from dllm_lab.tasks.base import PROMPT_STYLES
 from dllm_lab.temporal import TemporalSettings
-from dllm_lab.tracking import flatten, log_config
+from dllm_lab.tracking import check_server, flatten, log_config
 from dllm_lab.training.optim import OptimSettings
 from dllm_lab.training.trainer import TrainerSettings
 
@@ -140,6 +140,8 @@ def build_job(cfg: DictConfig, stage: str) -> Job:
                           for name, node in (cfg.get("decode_callbacks") or {}).items()],
         _logger_cfg=logger_cfg,
     )
+    if job.tracking_uri and logger_cfg.get("_target_") == MLFLOW_FACTORY:
+        check_server(job.tracking_uri)  # an unreachable server fails now, before a model is loaded
     if stage == "train":
         _train_settings(cfg, job)
     if cfg.get("sweep"):

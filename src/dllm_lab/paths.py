@@ -22,8 +22,19 @@ def config_dir() -> Path:
     return project_root() / "configs"
 
 
+def job_id() -> str:
+    """What tells this job from one started in the same second: the launcher's job id when there is one
+    (SLURM, torchrun, shared by the job's ranks), else this process id."""
+    for key in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID"):
+        if os.environ.get(key) and os.environ[key] != "none":
+            return os.environ[key]
+    return str(os.getpid())
+
+
 def ensure_root_env() -> Path:
-    """Export ``DLLM_LAB_ROOT`` so configs can say ``${oc.env:DLLM_LAB_ROOT}``."""
+    """Export ``DLLM_LAB_ROOT`` so configs can say ``${oc.env:DLLM_LAB_ROOT}``, and ``DLLM_LAB_JOB_ID``
+    (:func:`job_id`), which makes each job's output folder its own."""
     root = project_root()
     os.environ["DLLM_LAB_ROOT"] = str(root)
+    os.environ["DLLM_LAB_JOB_ID"] = job_id()
     return root

@@ -32,6 +32,34 @@ def git_commit(root: Path) -> str:
         return "unknown"
 
 
+SERVER_CHECK_TIMEOUT_S = 5.0
+
+
+def check_server(tracking_uri: str, timeout: float = SERVER_CHECK_TIMEOUT_S) -> None:
+    """Fail in seconds, not minutes of client retries, when an ``http(s)://`` tracking server does not
+    answer its ``/health`` endpoint. Other URIs (sqlite, databricks) are not checked."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    url = tracking_uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - the user's own server
+            if response.status == 200:
+                return
+            problem = f"HTTP {response.status}"
+    except urllib.error.HTTPError as err:
+        problem = f"HTTP {err.code}"
+    except (urllib.error.URLError, OSError, TimeoutError) as err:
+        problem = str(getattr(err, "reason", err))
+    raise ConnectionError(
+        f"the MLflow server at {tracking_uri} does not answer ({url}: {problem}, {timeout:.0f} s timeout). "
+        "Start it (dllm-server / mlflow server), fix MLFLOW_TRACKING_URI or logger.tracking_uri, or run "
+        "without tracking: logger=none"
+    )
+
+
 def make_mlflow_logger(
     tracking_uri: str,
     experiment_name: str,

@@ -108,10 +108,9 @@ def test_resume_continues_the_same_run_step_optimizer_and_data(algo, compose_cfg
     by_step: dict[int, list[float]] = {}
     for m in client.get_metric_history(runs[0].info.run_id, "train/reward"):
         by_step.setdefault(m.step, []).append(m.value)
-    assert len(by_step) == 2
-    last = max(by_step)
-    assert len(by_step[last]) == 2 and by_step[last][0] == pytest.approx(by_step[last][1]), (
-        "the second rollout, run before the kill and after resuming, sees the same prompts and samples")
+    # the second rollout ran before the "kill" and after resuming (the same prompts and samples: the weights
+    # match); the resumed run skips the point it already has
+    assert len(by_step) == 2 and all(len(v) == 1 for v in by_step.values()), by_step
 
 
 def _digest(tensors) -> str:

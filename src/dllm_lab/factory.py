@@ -104,7 +104,7 @@ class Job:
             **(tags or {}),
         }
         logger = instantiate(node, run_name=run_name or cfg.get("run_name") or self.task_name, root=project_root(),
-                             tags=all_tags, run_id=run_id)
+                             tags=all_tags, run_id=run_id, output_dir=str(self.output_dir))
         if log_run_config and run_id is None:
             from lightning.pytorch.utilities import rank_zero_only
 

@@ -25,7 +25,7 @@ from dllm_lab.temporal import (
     temporal_records,
     write_records,
 )
-from dllm_lab.tracking import safe_metric_name
+from dllm_lab.tracking import safe_metric_name, set_tag
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class EvalModule(L.LightningModule):
         if logger is not None:
             for artifact_path, path in files:
                 log_file(logger, path, artifact_path)
-            logger.experiment.set_tag(logger.run_id, TEMPORAL_TAG, "true")
+            set_tag(logger, TEMPORAL_TAG, "true")
 
     def log_artifacts(self, logger) -> None:
         """The results table (``results.md``, ``results.json``) and per-task predictions (jsonl)."""

@@ -31,7 +31,7 @@ from dllm_lab.evaluation.evaluate import evaluate_decoder
 from dllm_lab.evaluation.report import temporal_table
 from dllm_lab.models.adapter import DiffusionLM
 from dllm_lab.temporal import TEMPORAL_TAG, TemporalSettings, read_records
-from dllm_lab.tracking import flatten, log_file, log_table, log_text
+from dllm_lab.tracking import flatten, log_file, log_table, log_text, set_tag
 from dllm_lab.training.trainer import TrainerSettings
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ def _write_temporal_report(
             log_text(parent, table, "temporal_table.md")
             for path in plots:
                 log_file(parent, path, "plots")
-            parent.experiment.set_tag(parent.run_id, TEMPORAL_TAG, "true")
+            set_tag(parent, TEMPORAL_TAG, "true")
     return table
 
 

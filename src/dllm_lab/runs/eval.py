@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
@@ -12,6 +14,8 @@ from dllm_lab.evaluation.report import format_table
 from dllm_lab.evaluation.sweep import run_sweep
 from dllm_lab.factory import Job, build_datamodule, build_job, build_model, resolve_prompt_style
 from dllm_lab.models.adapter import DiffusionLM
+from dllm_lab.tracking import RunLogger
+from dllm_lab.training.callbacks import INTERRUPTIONS
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -26,11 +30,31 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     resolve_prompt_style(job, lm)
     datamodule = build_datamodule(job, lm)
     logger = job.make_logger(log_run_config=True)
-    if job.sweep is not None:
-        return run_sweep(job.sweep, lm, datamodule, job.trainer, job.output_dir, logger,
-                         lambda name, tags: job.make_logger(run_name=name, tags=tags), job.eval_temporal,
-                         job.decode_callbacks)
-    return evaluate(job, lm, datamodule, logger)
+    with run_state(logger):
+        if job.sweep is not None:
+            return run_sweep(job.sweep, lm, datamodule, job.trainer, job.output_dir, logger,
+                             lambda name, tags: job.make_logger(run_name=name, tags=tags), job.eval_temporal,
+                             job.decode_callbacks)
+        return evaluate(job, lm, datamodule, logger)
+
+
+@contextlib.contextmanager
+def run_state(logger) -> Iterator[None]:
+    """Hold an MLflow run open across every stage of a job, then give it its one true state: FINISHED when
+    the block completes, KILLED on SIGTERM / Ctrl-C, FAILED on an error."""
+    if not isinstance(logger, RunLogger):
+        yield
+        return
+    try:
+        with logger.held_open():
+            yield
+    except INTERRUPTIONS:
+        logger.finish("killed")
+        raise
+    except BaseException:
+        logger.finish("failed")
+        raise
+    logger.finish("success")
 
 
 def evaluate(job: Job, lm: DiffusionLM, datamodule: TaskDataModule, logger) -> dict[str, Any]:

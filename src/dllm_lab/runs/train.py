@@ -11,8 +11,15 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from dllm_lab.factory import Job, build_datamodule, build_job, build_model, resolve_prompt_style
 from dllm_lab.models.adapter import DiffusionLM
-from dllm_lab.runs.eval import evaluate
-from dllm_lab.training.callbacks import MLflowRunId, TrainingCurve, export_pretrained
+from dllm_lab.runs.eval import evaluate, run_state
+from dllm_lab.tracking import RunLogger
+from dllm_lab.training.callbacks import (
+    DivergenceGuard,
+    GracefulExit,
+    MLflowRunId,
+    TrainingCurve,
+    export_pretrained,
+)
 from dllm_lab.training.checkpoints import load_checkpoint
 from dllm_lab.training.grpo import GRPOModule
 from dllm_lab.training.mdlm import MDLMModule
@@ -25,28 +32,40 @@ log = logging.getLogger(__name__)
 
 def run_train(cfg: DictConfig, callbacks: list | None = None) -> dict[str, Any]:
     """Train, then export (``export_dir``) and evaluate (``eval_after_fit``). ``callbacks``: extra Lightning
-    callbacks (on top of ``callbacks.*`` of the config). Returns the final metrics."""
+    callbacks (on top of ``callbacks.*`` of the config). Returns the final metrics.
+
+    The MLflow run ends FINISHED only when all of it finished; KILLED after SIGTERM or Ctrl-C (a checkpoint
+    is saved on the way out), FAILED after an error; a non-finite loss falls back to the last good checkpoint.
+    """
     job = build_job(cfg, "train")  # every bad value fails here, before a model is loaded
     L.seed_everything(job.seed, workers=True)
     lm = build_model(job)
     resolve_prompt_style(job, lm)
     datamodule = build_datamodule(job, lm)
     module = build_module(job, lm)
-    logger = job.make_logger(run_id=_resume_run_id(job.ckpt_path), log_run_config=True)
-    curve = TrainingCurve()
-    all_callbacks = [*(callbacks or []), *job.trainer_callbacks, curve, MLflowRunId()]
+    resume = load_checkpoint(job.ckpt_path) if job.ckpt_path else None
+    logger = job.make_logger(run_id=resume.get("mlflow_run_id") if resume else None, log_run_config=True)
+    if resume is not None and isinstance(logger, RunLogger):
+        logger.resume(int(resume.get("global_step", 0)))
+    checkpoint_dir = job.output_dir / "checkpoints"
+    curve, divergence = TrainingCurve(), DivergenceGuard(checkpoint_dir)
+    all_callbacks = [*(callbacks or []), *job.trainer_callbacks, curve, MLflowRunId(), GracefulExit(checkpoint_dir),
+                     divergence]
     trainer = job.trainer.build(logger, all_callbacks, str(job.output_dir), manual_optimization=job.algo_kind == "grpo")
-    if job.validate_before_fit and not job.ckpt_path and not job.trainer.fast_dev_run:
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=job.ckpt_path, weights_only=True)  # never unpickle code
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-
-    if job.export_dir and trainer.is_global_zero and not job.trainer.fast_dev_run:
-        export = export_pretrained(lm, job.export_dir, job.config_yaml, curve.rows)
-        _plot_curve(curve.rows, export / "training_curve.png")
-        log.info("exported the trained model to %s", export)
-    if job.eval_after_fit:
-        metrics.update(evaluate(job, lm, datamodule, logger))
+    with run_state(logger):
+        try:
+            if job.validate_before_fit and not job.ckpt_path and not job.trainer.fast_dev_run:
+                trainer.validate(module, datamodule=datamodule, verbose=False)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=job.ckpt_path, weights_only=True)  # no code
+        except FloatingPointError as err:
+            raise FloatingPointError(f"{err}; {divergence.message}" if divergence.message else str(err)) from None
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if job.export_dir and trainer.is_global_zero and not job.trainer.fast_dev_run:
+            export = export_pretrained(lm, job.export_dir, job.config_yaml, curve.rows)
+            _plot_curve(curve.rows, export / "training_curve.png")
+            log.info("exported the trained model to %s", export)
+        if job.eval_after_fit:
+            metrics.update(evaluate(job, lm, datamodule, logger))
     return metrics
 
 
@@ -57,14 +76,6 @@ def build_module(job: Job, lm: DiffusionLM) -> L.LightningModule:
         return GRPOModule(lm, job.grpo, job.decoder, job.decoder.replace(temperature=0.0), job.optim, job.temporal,
                           job.seed, job.config)
     return MDLMModule(lm, job.optim, job.config)
-
-
-def _resume_run_id(ckpt_path: str | None) -> str | None:
-    if not ckpt_path:
-        return None
-    if not Path(ckpt_path).exists():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
-    return load_checkpoint(ckpt_path).get("mlflow_run_id")
 
 
 @rank_zero_only

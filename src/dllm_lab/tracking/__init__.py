@@ -1,4 +1,4 @@
-"""Tracking: MLflow logger factory, tags, configs and artifacts."""
+"""Tracking: the MLflow logger factory and RunLogger (non-blocking, honest run states), tags, configs, artifacts."""
 
 from dllm_lab.tracking.mlflow import (
     check_server,
@@ -10,9 +10,11 @@ from dllm_lab.tracking.mlflow import (
     log_text,
     make_mlflow_logger,
     safe_metric_name,
+    set_tag,
 )
+from dllm_lab.tracking.resilient import RunLogger, guarded
 
 __all__ = [
-    "check_server", "flatten", "git_commit", "log_config", "log_file", "log_table", "log_text", "make_mlflow_logger",
-    "safe_metric_name",
+    "RunLogger", "check_server", "flatten", "git_commit", "guarded", "log_config", "log_file", "log_table", "log_text",
+    "make_mlflow_logger", "safe_metric_name", "set_tag",
 ]

@@ -15,6 +15,8 @@ from typing import Any
 
 from lightning.pytorch.loggers import MLFlowLogger
 
+from dllm_lab.tracking.resilient import RunLogger, apply_client_defaults, guarded
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-./]")
 
 
@@ -68,8 +70,10 @@ def make_mlflow_logger(
     tags: dict[str, Any] | None = None,
     artifact_location: str | None = None,
     run_id: str | None = None,
-) -> MLFlowLogger:
-    """An MLFlowLogger (rank 0 creates the run; other ranks get a no-op experiment)."""
+    output_dir: str | Path | None = None,
+) -> RunLogger:
+    """A :class:`~dllm_lab.tracking.resilient.RunLogger` (rank 0 creates the run; other ranks get a no-op
+    experiment); unsent metrics at the end go to ``output_dir``."""
     if tracking_uri.startswith("file:") or (
         "://" not in tracking_uri and not tracking_uri.startswith("databricks")
     ):
@@ -80,7 +84,8 @@ def make_mlflow_logger(
     if artifact_location is None and tracking_uri.startswith("sqlite:"):
         artifact_location = (root / "mlartifacts").as_uri()
     all_tags = {"git_commit": git_commit(root), **{k: str(v) for k, v in (tags or {}).items()}}
-    return MLFlowLogger(
+    apply_client_defaults()
+    return RunLogger(
         experiment_name=experiment_name,
         run_name=run_name,
         tracking_uri=tracking_uri,
@@ -88,6 +93,7 @@ def make_mlflow_logger(
         artifact_location=artifact_location,
         run_id=run_id,
         log_model=False,
+        output_dir=output_dir,
     )
 
 
@@ -110,11 +116,16 @@ def log_config(logger: MLFlowLogger, config: dict[str, Any], yaml_text: str) -> 
 
 
 def log_text(logger: MLFlowLogger, text: str, artifact_file: str) -> None:
-    logger.experiment.log_text(logger.run_id, text, artifact_file)
+    guarded(logger, artifact_file, lambda: logger.experiment.log_text(logger.run_id, text, artifact_file))
 
 
 def log_file(logger: MLFlowLogger, path: str | Path, artifact_path: str | None = None) -> None:
-    logger.experiment.log_artifact(logger.run_id, str(path), artifact_path)
+    where = f"{artifact_path}/{Path(path).name}" if artifact_path else Path(path).name
+    guarded(logger, where, lambda: logger.experiment.log_artifact(logger.run_id, str(path), artifact_path))
+
+
+def set_tag(logger: MLFlowLogger, key: str, value: str) -> None:
+    guarded(logger, f"tag {key}", lambda: logger.experiment.set_tag(logger.run_id, key, value))
 
 
 def log_table(logger: MLFlowLogger, rows: list[dict[str, Any]], artifact_file: str) -> None:
@@ -123,7 +134,8 @@ def log_table(logger: MLFlowLogger, rows: list[dict[str, Any]], artifact_file: s
 
     frame = pd.DataFrame(rows)
     if artifact_file.endswith(".json"):
-        logger.experiment.log_table(logger.run_id, data=frame, artifact_file=artifact_file)
+        guarded(logger, artifact_file,
+                lambda: logger.experiment.log_table(logger.run_id, data=frame, artifact_file=artifact_file))
         return
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(artifact_file).name
@@ -132,4 +144,4 @@ def log_table(logger: MLFlowLogger, rows: list[dict[str, Any]], artifact_file: s
         else:
             frame.to_json(path, orient="records", lines=True)
         parent = str(Path(artifact_file).parent)
-        logger.experiment.log_artifact(logger.run_id, str(path), None if parent == "." else parent)
+        log_file(logger, path, None if parent == "." else parent)

@@ -170,10 +170,10 @@ class GRPOModule(L.LightningModule):
             loss, parts = policy_loss(logp, old_logp, None if ref is None else ref[j], ro.advantages, mask,
                                       s.eps, s.beta)
             if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"non-finite GRPO loss at step {self.global_step}; lower algo.lr or algo.beta, or set "
-                    "algo.max_grad_norm; the last checkpoint is kept"
-                )
+                clip = (f"clipping is on: algo.max_grad_norm={s.max_grad_norm}" if s.max_grad_norm else
+                        "or set algo.max_grad_norm=0.2")
+                raise FloatingPointError(f"non-finite GRPO loss at step {self.global_step}; lower algo.lr or "
+                                         f"algo.beta ({clip})")
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             if s.max_grad_norm:

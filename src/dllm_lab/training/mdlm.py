@@ -40,10 +40,10 @@ class MDLMModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch)
         if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite training loss at step {self.global_step}; lower algo.lr or enable "
-                "gradient clipping (trainer.gradient_clip_val); the last checkpoint is kept"
-            )
+            clip = self.trainer.gradient_clip_val if self._trainer is not None else None
+            advice = (f"lower algo.lr (gradient clipping is on: trainer.gradient_clip_val={clip})" if clip else
+                      "lower algo.lr or enable gradient clipping (trainer.gradient_clip_val=1.0)")
+            raise FloatingPointError(f"non-finite training loss at step {self.global_step}; {advice}")
         tokens = batch["input_ids"].numel()
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import hydra
 from omegaconf import DictConfig
 
@@ -12,11 +14,16 @@ ensure_root_env()
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> None:
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     from dllm_lab.cli import tidy_lightning_logging
     from dllm_lab.runs import run_train
 
     tidy_lightning_logging()
-    run_train(cfg)
+    try:
+        run_train(cfg)
+    except SIGTERMException:  # Lightning's is a SystemExit with code 0; a stopped job must not look successful
+        raise SystemExit(128 + signal.SIGTERM) from None
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ freezes training in the client's retries (about 4 minutes a call) and finally cr
 - metrics go to a queue that a background thread sends in batches; while the server is down the queue
   keeps them (up to ``max_buffered`` points, the oldest dropped past that, with a count) and retries with
   back-off, and training never waits. When the server answers again the backlog is sent in step order;
-- at the end the backlog gets ``flush_timeout`` seconds; what is still unsent is written to
+- at the end the backlog gets ``flush_timeout`` seconds (20), the run state 10 more; what is still unsent is written to
   ``<output_dir>/unlogged_metrics.jsonl`` (named in a warning), never silently lost;
 - artifacts and tags (:func:`guarded`) are skipped with a warning while the server is known to be down;
 - the run's terminal state is set by the run itself (:meth:`finish`): FINISHED only when everything
@@ -48,7 +48,7 @@ class RunLogger(MLFlowLogger):
     wait between two attempts.
     """
 
-    def __init__(self, *args: Any, output_dir: str | Path | None = None, flush_timeout: float = 30.0,
+    def __init__(self, *args: Any, output_dir: str | Path | None = None, flush_timeout: float = 20.0,
                  max_buffered: int = 200_000, retry_max_s: float = 15.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.output_dir = None if output_dir is None else Path(output_dir)
@@ -186,7 +186,7 @@ class RunLogger(MLFlowLogger):
         if not flushed:
             self._write_unsent()
         state = STATUSES.get(status, status)
-        if not _within(lambda: self.experiment.set_terminated(self.run_id, state), self.flush_timeout):
+        if not _within(lambda: self.experiment.set_terminated(self.run_id, state), min(10.0, self.flush_timeout)):
             log.warning("tracking: could not mark MLflow run %s %s (server unreachable); it shows RUNNING until "
                         "resumed", self.run_id, state)
 

@@ -104,7 +104,7 @@ class GracefulExit(L.Callback):
         if not isinstance(exception, INTERRUPTIONS) or trainer.global_step == 0:
             return
         path = self.checkpoint_dir / "interrupted.ckpt"
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the full state: optimizer, data position, callbacks
         self.saved = path
         if trainer.is_global_zero:
             log.warning("interrupted at step %d: saved %s; resume with ckpt_path=%s", trainer.global_step, path, path)

@@ -451,3 +451,41 @@ def test_a_tse_reward_needs_one_task_per_rollout(tiny_lm):
     with pytest.raises(ConfigError, match="one task per run"):
         rollout(tiny_lm, batch, DecodeConfig(gen_length=8, block_length=8, steps=8),
                 GRPOSettings(rewards={"tcr": 2.0}, num_generations=2), tasks, seed=0)
+
+
+# -- d1's format rewards -----------------------------------------------------------------------------------
+D1_GOOD = "<reasoning>\n3 * 24 = 72\n</reasoning>\n<answer>\n72\n</answer>\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # d1's soft pattern has no DOTALL: a reasoning block on its own lines does not match it
+        (D1_GOOD, {"d1_integer": 0.5, "d1_strict_format": 0.5, "d1_soft_format": 0.0, "d1_xml_count": 0.5}),
+        # trailing text after </answer>: strict format lost, 0.001 per character off the XML count
+        (D1_GOOD + "bye", {"d1_integer": 0.5, "d1_strict_format": 0.0, "d1_soft_format": 0.0,
+                           "d1_xml_count": 0.5 - 0.003 - 0.003}),
+        ("<reasoning>r</reasoning> <answer>7.5</answer>", {"d1_integer": 0.0, "d1_strict_format": 0.0,
+                                                          "d1_soft_format": 0.5, "d1_xml_count": 0.0}),
+        ("no tags at all 72", {"d1_integer": 0.0, "d1_strict_format": 0.0, "d1_soft_format": 0.0,
+                               "d1_xml_count": 0.0}),
+    ],
+)
+def test_d1_format_rewards_by_hand(text, expected):
+    task = get_task("gsm8k")
+    batch = _batch(task, [text], [{"question": "q", "answer": "72"}])
+    for name, value in expected.items():
+        assert get_reward(name)(batch).tolist() == pytest.approx([value]), name
+
+
+def test_d1s_gsm8k_reward_sum_is_available_by_name():
+    from dllm_lab.rl import D1_MATH_REWARDS, GRPOSettings
+
+    settings = GRPOSettings(rewards=dict.fromkeys(D1_MATH_REWARDS, 1.0))
+    task = get_task("gsm8k", prompt_style="d1")
+    text = D1_GOOD.replace("72\n</answer>", "\\boxed{72}\n</answer>")
+    batch = _batch(task, [text], [{"question": "q", "answer": "72"}])
+    total = sum(float(r(batch)[0]) for r in settings.reward_functions().values())
+    # correctness 2.0 + strict 0.5 + XML count 0.5; "\boxed{72}" is not all digits and the soft pattern
+    # does not cross lines: no bonus for either
+    assert total == pytest.approx(3.0)

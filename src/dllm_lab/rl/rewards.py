@@ -81,7 +81,7 @@ class Reward:
 
 
 REWARDS: dict[str, Reward] = {}
-BUILTIN_REWARDS = ("task", "correct", "tcr")
+BUILTIN_REWARDS = ("task", "correct", "tcr", "d1_integer", "d1_strict_format", "d1_soft_format", "d1_xml_count")
 
 
 def register_reward(name: str, fn: RewardFn | None = None, *, needs_temporal: bool = False) -> Any:

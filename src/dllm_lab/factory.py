@@ -144,6 +144,7 @@ def build_job(cfg: DictConfig, stage: str) -> Job:
         check_server(job.tracking_uri)  # an unreachable server fails now, before a model is loaded
     if stage == "train":
         _train_settings(cfg, job)
+        _check_train_sources(cfg.data, job.algo_kind)
     if cfg.get("sweep"):
         job.sweep = build_sweep(cfg.sweep)
     return job
@@ -315,6 +316,33 @@ def _instantiate(node: Any, where: str, expected: type | None = None) -> Any:
     if expected is not None and not isinstance(obj, expected):
         raise ConfigError(f"{where}: {node._target_} is not a {expected.__name__}")
     return obj
+
+
+def _check_train_sources(data: DictConfig, kind: str | None) -> None:
+    """Every training task has examples: a generator or a source that exists; SFT sources have reasoning."""
+    from dllm_lab.data.sources import SYNTHETIC, is_local, needs_reasoning_error
+    from dllm_lab.tasks import get_task
+    from dllm_lab.tasks.sources import load_examples
+
+    sources = _plain(data.get("train_sources") or {})
+    for name in sources:
+        _check(name in data.tasks, f"data.train_sources.{name}: {name!r} is not in data.tasks={list(data.tasks)}")
+    for name in data.tasks:
+        source = sources.get(name)
+        if source in (None, SYNTHETIC):
+            _check(TASKS[name].has_synthetic,
+                   f"data.tasks: {name!r} has no synthetic generator; give it a real source, e.g. "
+                   f"'data.train_sources={{{name}: path/to/train.jsonl}}' (or a hub id)")
+            continue
+        if not is_local(str(source)):
+            continue  # a hub id: checked when its stream opens (no network here to ask)
+        task = get_task(name, **dict((data.get("task_options") or {}).get(name, {})))
+        try:
+            examples = load_examples(task, split=data.get("train_split", "train"), source=str(source))
+        except (FileNotFoundError, ValueError) as err:
+            raise ConfigError(f"data.train_sources.{name}={source}: {err}") from None
+        if kind == "sft" and not any(str(e.get("reasoning") or "").strip() for e in examples):
+            raise needs_reasoning_error(task, str(source))
 
 
 def _validate_data(data: DictConfig) -> None:

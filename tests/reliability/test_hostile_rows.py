@@ -59,5 +59,5 @@ def test_gold_answers_in_other_digit_scripts_become_ascii(tmp_path):
 
 def test_a_file_with_no_valid_row_fails_naming_the_fields(tmp_path):
     path = _jsonl(tmp_path / "cd.jsonl", [{"numbers": "x", "target": 1}])
-    with pytest.raises(ValueError, match=r"no valid rows in .*cd.jsonl \(1 malformed\)"):
+    with pytest.raises(ValueError, match=r"no valid rows in .*cd.jsonl \(1 malformed, 0 filtered\)"):
         get_task("countdown").load(source=str(path))

@@ -12,6 +12,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from dllm_lab.data.collate import PromptCollator, SFTCollator
+from dllm_lab.data.sources import SYNTHETIC, FileExamples, HubExamples, is_local
+from dllm_lab.errors import ConfigError
 from dllm_lab.models.chat import ChatFormat
 from dllm_lab.tasks import Task, get_task
 
@@ -32,7 +34,8 @@ def _single_token_id(tokenizer: Any, text: str) -> int:
 
 
 class TaskMixtureStream(IterableDataset):
-    """An endless, pre-batched stream over a weighted mixture of synthetic tasks.
+    """An endless, pre-batched stream over a weighted mixture of tasks, each from its generator or a real
+    source (:mod:`dllm_lab.data.sources`).
 
     Items carry the prompt, its reference completion and the example, so the ``collator`` decides what a
     batch is: :class:`SFTCollator` (noised SFT inputs) or :class:`PromptCollator` (prompts for RL rollouts).
@@ -42,7 +45,8 @@ class TaskMixtureStream(IterableDataset):
     ``w`` of ``K`` takes local batches ``start + w + i*K``, which is the order a DataLoader yields them.
     So ranks never share a sample, the stream is identical for any worker count, and
     ``start_batch`` resumes exactly where a checkpoint left off. Prompts in ``exclude`` (held-out
-    evaluation sets) are never trained on.
+    evaluation sets) are never trained on. A task in ``sources`` takes its ``k``-th example from there,
+    ``k`` counted over earlier samples (every rank's for a file, this rank's for a sharded hub stream).
     """
 
     def __init__(
@@ -54,28 +58,56 @@ class TaskMixtureStream(IterableDataset):
         batch_size: int,
         seed: int = 0,
         exclude: set[str] | None = None,
+        sources: dict[str, Any] | None = None,
     ) -> None:
         if len(tasks) != len(weights) or not tasks:
             raise ValueError("data.tasks and data.weights must be non-empty and of equal length")
         if any(w < 0 for w in weights) or sum(weights) <= 0:
             raise ValueError(f"data.weights={list(weights)} must be non-negative with a positive sum")
-        missing = [t.name for t in tasks if not t.has_synthetic]
+        self.sources = dict(sources or {})
+        missing = [t.name for t in tasks if not t.has_synthetic and t.name not in self.sources]
         if missing:
-            raise ValueError(f"tasks {missing} have no synthetic generator; train on arith/countdown/sudoku4")
+            raise ConfigError(
+                f"data.tasks: {missing} have no synthetic generator; give a real source, e.g. "
+                f"'data.train_sources={{{missing[0]}: path/to/train.jsonl}}' (or a hub id)"
+            )
         self.tasks, self.weights = list(tasks), list(weights)
         self.chat, self.collator = chat, collator
         self.batch_size, self.seed = batch_size, seed
         self.exclude = exclude or set()
         self.start_batch = 0
+        self._scan: dict[str, tuple[int, list[int]]] = {}  # per count kind: (next sample, draws per task)
+
+    def _task_index(self, g: int) -> int:
+        return random.Random(f"sft-{self.seed}-{g}").choices(range(len(self.tasks)), self.weights)[0]
+
+    def _draws_before(self, g: int, task_index: int, rank_only: bool) -> int:
+        """How often ``task_index`` was drawn by the samples before ``g`` (of this rank only, if asked)."""
+        kind = "rank" if rank_only else "all"
+        start, counts = self._scan.get(kind, (0, [0] * len(self.tasks)))
+        if g < start:
+            start, counts = 0, [0] * len(self.tasks)
+        rank, world = _rank_world()
+        for h in range(start, g):
+            if not rank_only or (h // self.batch_size) % world == rank:
+                counts[self._task_index(h)] += 1
+        self._scan[kind] = (g, counts)
+        return counts[task_index]
 
     def item(self, g: int) -> dict[str, Any]:
         rng = random.Random(f"sft-{self.seed}-{g}")
         task = rng.choices(self.tasks, self.weights)[0]
-        while True:
-            example = task.sample(rng)
+        source = self.sources.get(task.name)
+        if source is not None:
+            k = self._draws_before(g, self.tasks.index(task), rank_only=source.kind == "hub")
+            example = source.example(k)
             prompt = task.build_prompt(example)
-            if prompt not in self.exclude:
-                break
+        else:
+            while True:
+                example = task.sample(rng)
+                prompt = task.build_prompt(example)
+                if prompt not in self.exclude:
+                    break
         item = {"key": g, "prompt_ids": self.chat.prompt_ids(prompt, task.chat_template), "example": example,
                 "task": task.name, "prompt": prompt}
         if isinstance(self.collator, SFTCollator):
@@ -114,10 +146,14 @@ class PromptSet(Dataset):
 
 
 class TaskDataModule(L.LightningDataModule):
-    """Train on a synthetic task mixture; validate SFT loss on held-out batches; test by decoding.
+    """Train on a task mixture; validate SFT loss on held-out batches; test by decoding.
 
-    ``eval_tasks`` maps task names to a source: ``"synthetic"`` (held-out seed ``eval_seed``), a local
-    jsonl/csv/parquet path, or a hub dataset id; ``None`` is the synthetic test set of every training task.
+    ``train_sources`` maps training task names to where their examples come from: ``"synthetic"`` (the
+    default, the task's generator), a local jsonl/json/csv/parquet file or a hub dataset id (split
+    ``train_split``), see :mod:`dllm_lab.data.sources`. SFT needs a reference reasoning in those rows;
+    RL needs only the answer. ``eval_tasks`` maps task names to a source: ``"synthetic"`` (held-out seed
+    ``eval_seed``), a local jsonl/csv/parquet path, or a hub dataset id; ``None`` is the synthetic test set
+    of every training task.
     ``task_options`` maps task names to keyword arguments of their constructor
     (``{"equations": {"context_lines": 0}}``). ``prompt_style``: the model's (see
     :attr:`DiffusionLM.prompt_style <dllm_lab.models.DiffusionLM>`). Evaluation sets are
@@ -148,6 +184,8 @@ class TaskDataModule(L.LightningDataModule):
         block_noise_cut: str | None = None,
         train_mode: str = "sft",
         task_options: dict[str, dict[str, Any]] | None = None,
+        train_sources: dict[str, str] | None = None,
+        train_split: str = "train",
     ) -> None:
         super().__init__()
         self.chat, self.mask_token_id = chat, mask_token_id
@@ -174,6 +212,8 @@ class TaskDataModule(L.LightningDataModule):
             raise ValueError(f"data.train_mode={train_mode!r}: choose 'sft' (noised SFT batches) or 'prompts' (RL)")
         self.train_mode = train_mode
         self.task_options = {name: dict(opts) for name, opts in (task_options or {}).items()}
+        self.train_sources = {k: str(v) for k, v in (train_sources or {}).items() if v not in (None, SYNTHETIC)}
+        self.train_split = train_split
         self._eval_sets: list[PromptSet] | None = None
         self._train: TaskMixtureStream | None = None
         self._resume_batch = 0
@@ -201,7 +241,23 @@ class TaskDataModule(L.LightningDataModule):
     def _stream(self, seed: int, exclude: set[str]) -> TaskMixtureStream:
         tasks = [get_task(n, prompt_style=self.prompt_style, **self.task_options.get(n, {})) for n in self.task_names]
         collator = self.collator if self.train_mode == "sft" else PromptCollator(self.chat.eos_token_ids[0])
-        return TaskMixtureStream(tasks, self.weights, self.chat, collator, self.batch_size, seed, exclude)
+        return TaskMixtureStream(tasks, self.weights, self.chat, collator, self.batch_size, seed, exclude,
+                                 self.real_sources(tasks, seed, exclude))
+
+    def real_sources(self, tasks: Sequence[Task], seed: int, exclude: set[str]) -> dict[str, Any]:
+        """The training tasks' real example sources (files are read and validated here, at the start)."""
+        rank, world = _rank_world()
+        sft = self.train_mode == "sft"
+        out: dict[str, Any] = {}
+        for task in tasks:
+            source = self.train_sources.get(task.name)
+            if source is None:
+                continue
+            if is_local(source):
+                out[task.name] = FileExamples(task, source, self.train_split, seed, exclude, sft)
+            else:
+                out[task.name] = HubExamples(task, source, self.train_split, rank, world, exclude, sft)
+        return out
 
     def train_dataloader(self) -> DataLoader:
         held_out = {p for s in self.eval_sets() if s.task.name in self.task_names for p in s.prompts}

@@ -107,6 +107,10 @@ def parse_number(text: str | None) -> float | None:
         return None
 
 
+class FilteredRow(ValueError):
+    """A valid row that a task's options leave out (e.g. Countdown's ``num_numbers``): counted, not warned."""
+
+
 _INTEGER = re.compile(r"-?[0-9]+")
 
 
@@ -226,7 +230,7 @@ class Task:
         ``where`` names the row in its source (``line 7`` of a jsonl or csv file, ``row 3`` of a table), so
         a warning points at what to fix. A row that overflows (``1e400``) is malformed like any other.
         """
-        kept = skipped = 0
+        kept = skipped = filtered = 0
         for where, row in rows:
             try:
                 if not isinstance(row, dict):
@@ -234,6 +238,9 @@ class Task:
                 if "__error__" in row:  # a reader could not decode this row (e.g. invalid JSON)
                     raise ValueError(row["__error__"])
                 example = self.normalize(row)
+            except FilteredRow:
+                filtered += 1
+                continue
             except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as err:
                 skipped += 1
                 log.warning("%s: skipping %s of %s: %s", self.name, where, origin, err)
@@ -242,8 +249,10 @@ class Task:
             yield example
         if skipped:
             log.warning("%s: skipped %d malformed row(s) of %s", self.name, skipped, origin)
+        if filtered:
+            log.info("%s: left out %d row(s) of %s by the task's options", self.name, filtered, origin)
         if kept == 0:
             raise ValueError(
-                f"{self.name}: no valid rows in {origin} ({skipped} malformed); "
+                f"{self.name}: no valid rows in {origin} ({skipped} malformed, {filtered} filtered); "
                 f"each row needs the fields {list(self.required_fields)}"
             )

@@ -6,7 +6,7 @@ import random
 import re
 from typing import Any
 
-from dllm_lab.tasks.base import Example, Task, as_integer, extract_answer_text
+from dllm_lab.tasks.base import Example, FilteredRow, Task, as_integer, extract_answer_text
 from dllm_lab.tasks.safe_eval import UnsafeExpression, expression_numbers, safe_arith_eval
 
 # Expression shapes over three numbers a, b, c. Weighted towards + and - so that the synthetic
@@ -67,10 +67,20 @@ def _signed_sum_steps(numbers: list[int], target: int) -> tuple[list[str], str] 
 
 
 class Countdown(Task):
+    """``num_numbers``: keep only rows with that many numbers (d1 trains on the 3-number rows of
+    ``Jiayi-Pan/Countdown-Tasks-3to4``); other rows are filtered out and counted, not warned about."""
+
     name = "countdown"
+    hf_id, hf_config = "Jiayi-Pan/Countdown-Tasks-3to4", None
     required_fields = ("numbers", "target")
     has_synthetic = True
     format_hint = "Put the expression in \\boxed{}."
+
+    def __init__(self, prompt_style: str = "d1", num_numbers: int | None = None) -> None:
+        super().__init__(prompt_style)
+        if num_numbers is not None and num_numbers < 2:
+            raise ValueError(f"num_numbers={num_numbers} must be at least 2")
+        self.num_numbers = num_numbers
 
     def question(self, example: Example) -> str:
         nums = ", ".join(str(n) for n in example["numbers"])
@@ -94,6 +104,8 @@ class Countdown(Task):
         if not isinstance(row["numbers"], (list, tuple)):
             raise ValueError(f"numbers {row['numbers']!r} is not a list")
         row["numbers"] = [as_integer(x, "number") for x in row["numbers"]]
+        if self.num_numbers is not None and len(row["numbers"]) != self.num_numbers:
+            raise FilteredRow(f"{len(row['numbers'])} numbers, not {self.num_numbers}")
         target = row["target"]
         if isinstance(target, str) and re.fullmatch(r"\s*-?[0-9]+\.0*\s*", target):  # "23.0" as written by pandas
             target = target.strip().split(".")[0]

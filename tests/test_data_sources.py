@@ -127,3 +127,12 @@ def test_a_source_without_what_the_mode_needs_fails_at_start(compose_cfg, tmp_pa
     overrides = [o.replace("FIXTURE", str(fixture)) for o in overrides]
     with pytest.raises(ConfigError, match=message):
         run_train(compose_cfg("train", [*overrides, "logger=none", "model.name_or_path=/nonexistent"]))
+
+
+def test_math_rows_train_on_their_worked_solution():
+    from dllm_lab.tasks import get_task
+
+    task = get_task("math500")
+    example = task.normalize({"problem": "What is 1+1?", "solution": "One and one make $2$.", "answer": "2"})
+    assert example["reasoning"] == "One and one make $2$."
+    assert task.reference_completion(example).startswith("<reasoning>\nOne and one make $2$.\n</reasoning>")

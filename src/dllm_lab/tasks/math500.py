@@ -80,6 +80,8 @@ class MATH500(Task):
         row = dict(row)
         if "question" not in row and "problem" in row:
             row["question"] = row["problem"]
+        if not row.get("reasoning") and row.get("solution"):  # MATH's worked solution: the SFT reasoning
+            row["reasoning"] = str(row["solution"])
         return super().normalize(row)
 
     def parse_answer(self, completion: str) -> str | None:

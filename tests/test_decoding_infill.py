@@ -3,6 +3,8 @@ errors ``decode`` raises before any forward pass."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -85,3 +87,49 @@ def test_decode_time_errors_come_before_any_forward_pass(tiny_lm):
         decode(lm, PROMPTS[:1], DecodeConfig(**INFILL, early_exit=True), answers=["1"])
     assert lm.calls == 0
     assert linear_counts(torch.tensor([3]), 4).tolist() == [[1, 1, 1, 0]]  # pre-filled rows: zero-count steps
+
+
+def test_answer_log_likelihood_by_hand():
+    from dllm_lab.decoding import answer_log_likelihood
+
+    logits = torch.zeros(2, 3, 4)
+    logits[0, 1, 2] = 2.0  # row 0: position 1 predicts token 2 with p = e^2 / (e^2 + 3)
+    targets = torch.tensor([[0, 2, 0], [1, 1, 1]])
+    positions = torch.tensor([[False, True, True], [False, False, False]])
+    score = answer_log_likelihood(logits, targets, positions)
+    expected = (math.log(math.exp(2) / (math.exp(2) + 3)) + math.log(1 / 4)) / 2
+    assert score[0].item() == pytest.approx(expected, abs=1e-6) and math.isnan(score[1].item())
+
+
+def test_answer_likelihood_callback_scores_from_the_steps_own_pass(tiny_lm):
+    """No extra forward pass: the first step's score equals the score of a separate pass on its input."""
+    from dllm_lab.decoding import AnswerLikelihood, SpeedMeter, answer_log_likelihood
+    from dllm_lab.decoding.infill import encode_answers
+
+    cfg = DecodeConfig(gen_length=32, block_length=32, steps=16, infill=True, infill_reasoning_length=12,
+                       infill_answer_length=4, infill_delimiter="</reasoning>\n<answer>\n\\boxed{",
+                       infill_closing="}")
+    template = InfillTemplate.from_config(cfg, tiny_lm.tokenizer)
+    gold = encode_answers(tiny_lm.tokenizer, ["12", "7"])
+    seen = []
+
+    class Inputs(AnswerLikelihood):  # records each pass' input canvas next to the score
+        def on_forward(self, state):
+            seen.append(state.canvas.clone())
+            super().on_forward(state)
+
+    out = decode(tiny_lm, ["What is 5+7?", "What is 3+4?"], cfg, [Inputs(template, gold), SpeedMeter()])
+    record = out.extras["answer_likelihood"]
+    assert record["score"].shape == (len(seen), 2) and out.nfe == len(seen)
+    P = out.prompt_ids.shape[1]
+    targets = torch.zeros(2, 32, dtype=torch.long)
+    positions = torch.zeros(2, 32, dtype=torch.bool)
+    for b, ids in enumerate(gold):
+        targets[b, template.answer_start : template.answer_start + len(ids)] = torch.tensor(ids)
+        positions[b, template.answer_start : template.answer_start + len(ids)] = True
+    with torch.no_grad():
+        logits = tiny_lm.logits(seen[0], torch.ones_like(seen[0]))[:, P:].clone()
+    logits[..., tiny_lm.mask_token_id] = float("-inf")  # the decoder never proposes the mask token
+    torch.testing.assert_close(record["score"][0], answer_log_likelihood(logits, targets, positions),
+                               rtol=1e-4, atol=1e-4)
+    assert (record["reasoning_unmasked"][0] == 0).all() and (record["reasoning_unmasked"].diff(dim=0) >= 0).all()

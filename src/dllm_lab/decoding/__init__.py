@@ -9,7 +9,7 @@ see :class:`DecodeConfig` and the presets in ``configs/decoder/``.
 
 from dllm_lab.decoding.callbacks import DecodeCallback, SpeedMeter, TrajectoryRecorder
 from dllm_lab.decoding.config import DecodeConfig
-from dllm_lab.decoding.infill import EarlyExit, InfillTemplate
+from dllm_lab.decoding.infill import AnswerLikelihood, EarlyExit, InfillTemplate, answer_log_likelihood
 from dllm_lab.decoding.loop import decode, prepare_prompts
 from dllm_lab.decoding.rules import ar_med_select, factor_select, med_select, select_topk, threshold_select
 from dllm_lab.decoding.schedules import ascending_counts, ascending_schedule, block_plan, linear_counts, origin_counts
@@ -24,8 +24,9 @@ from dllm_lab.decoding.scorers import (
 from dllm_lab.decoding.state import DecodeOutput, DecodeState
 
 __all__ = [
-    "DecodeCallback", "DecodeConfig", "DecodeOutput", "DecodeState", "EarlyExit", "InfillTemplate", "SpeedMeter",
-    "TrajectoryRecorder", "apply_eoser", "ar_med_select", "ascending_counts", "ascending_schedule", "block_plan",
-    "decode", "entropy", "eoser_gamma", "factor_select", "filter_logits", "linear_counts", "med_select",
-    "origin_counts", "position_scores", "prepare_prompts", "sample_tokens", "select_topk", "threshold_select",
+    "AnswerLikelihood", "DecodeCallback", "DecodeConfig", "DecodeOutput", "DecodeState", "EarlyExit", "InfillTemplate",
+    "SpeedMeter", "TrajectoryRecorder", "answer_log_likelihood", "apply_eoser", "ar_med_select", "ascending_counts",
+    "ascending_schedule", "block_plan", "decode", "entropy", "eoser_gamma", "factor_select", "filter_logits",
+    "linear_counts", "med_select", "origin_counts", "position_scores", "prepare_prompts", "sample_tokens",
+    "select_topk", "threshold_select",
 ]

@@ -162,3 +162,69 @@ class EarlyExit(DecodeCallback):
             "nfe_saved": None if planned is None else planned - used,
             "uncertainty": torch.stack(self._u) if self._u else torch.empty(0, len(self._exit_step)),
         }
+
+
+def answer_log_likelihood(logits: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Mean ``log p(a*_i)`` over each row's gold answer positions (No Compute Left Behind's answer score).
+
+    ``logits`` (B, L, V) of the generation region; ``targets`` (B, L) the gold token at each answer position
+    (anything elsewhere); ``positions`` (B, L) bool, where the gold answer tokens sit. Returns (B,) float32,
+    NaN for a row without positions. Log-probabilities are taken in float32 at least.
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (B, L, V)
+    picked = logp.gather(-1, targets.clamp_min(0)[..., None]).squeeze(-1)  # (B, L)
+    picked = torch.where(positions, picked, torch.zeros_like(picked))
+    count = positions.sum(-1)
+    return torch.where(count > 0, picked.sum(-1) / count.clamp_min(1), torch.full_like(picked[:, 0], float("nan")))
+
+
+class AnswerLikelihood(DecodeCallback):
+    """The answer-likelihood score of a partial trace at every step, from that step's own forward pass.
+
+    ``template`` is the decode's infilling layout and ``answers`` the gold answer ids, one list per row
+    (No Compute Left Behind, docs/methods.md "Infilling, early exit, posterior sampling"). At each step, a row
+    whose gold-answer positions are all still masked in the pass' input scores ``mean_i log p(a*_i | c, r)``
+    with ``r`` the reasoning unmasked so far: no extra forward pass. Rows whose answer block is already
+    (partly) decoded score NaN at that step. The score uses the decoder's processed logits (the mask token
+    and any suppressed token are ``-inf``). ``output.extras["answer_likelihood"]``: ``score`` (S, B) and
+    ``reasoning_unmasked`` (S, B), the share of the reasoning block unmasked in each pass' input.
+    """
+
+    name = "answer_likelihood"
+    needs = frozenset({"logits"})
+
+    def __init__(self, template: InfillTemplate, answers: Sequence[Sequence[int]]) -> None:
+        self.template, self.answers = template, [list(a) for a in answers]
+
+    def on_decode_start(self, state: DecodeState) -> None:
+        B, L = state.canvas.shape[0], self.template.gen_length
+        if len(self.answers) != B:
+            raise ValueError(f"AnswerLikelihood got {len(self.answers)} gold answers for a batch of {B} prompts")
+        a0, room = self.template.answer_start, self.template.answer_length
+        self._targets = torch.zeros(B, L, dtype=torch.long)
+        self._positions = torch.zeros(B, L, dtype=torch.bool)
+        for b, ids in enumerate(self.answers):
+            if len(ids) > room:
+                raise ConfigError(f"gold answer {b} has {len(ids)} tokens but decoder.infill_answer_length={room}")
+            self._targets[b, a0 : a0 + len(ids)] = torch.tensor(ids, dtype=torch.long)
+            self._positions[b, a0 : a0 + len(ids)] = True
+        self._scores: list[torch.Tensor] = []
+        self._unmasked: list[torch.Tensor] = []
+
+    def on_forward(self, state: DecodeState) -> None:
+        assert state.logits is not None and state.masked is not None
+        device = state.logits.device
+        positions, targets = self._positions.to(device), self._targets.to(device)
+        available = (positions & ~state.masked).sum(-1) == 0  # every gold position still masked in the input
+        score = answer_log_likelihood(state.logits, targets, positions)
+        self._scores.append(torch.where(available, score, torch.full_like(score, float("nan"))).cpu())
+        R = self.template.reasoning_length
+        self._unmasked.append((~state.masked[:, :R]).float().mean(-1).cpu() if R else torch.ones(len(score)))
+
+    def on_decode_end(self, state: DecodeState, output: DecodeOutput) -> None:
+        B = state.canvas.shape[0]
+        empty = torch.empty(0, B)
+        output.extras[self.name] = {
+            "score": torch.stack(self._scores) if self._scores else empty,
+            "reasoning_unmasked": torch.stack(self._unmasked) if self._unmasked else empty,
+        }

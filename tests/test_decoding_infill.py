@@ -133,3 +133,31 @@ def test_answer_likelihood_callback_scores_from_the_steps_own_pass(tiny_lm):
     torch.testing.assert_close(record["score"][0], answer_log_likelihood(logits, targets, positions),
                                rtol=1e-4, atol=1e-4)
     assert (record["reasoning_unmasked"][0] == 0).all() and (record["reasoning_unmasked"].diff(dim=0) >= 0).all()
+
+
+def test_posterior_decoding_from_configs_writes_traces_with_their_answer_likelihood(compose_cfg, tiny_model_dir,
+                                                                                   tmp_path):
+    import pandas as pd
+
+    from dllm_lab.runs import run_eval
+
+    metrics = run_eval(compose_cfg("eval", [
+        f"model.name_or_path={tiny_model_dir}", "decoder=posterior", "decoder.gen_length=48",
+        "decoder.block_length=48", "decoder.steps=24", "data.eval_tasks={arith: synthetic, sudoku4: synthetic}",
+        "data.num_eval=3", "data.eval_batch_size=3", "trainer.num_threads=1", "print_table=false",
+        "temporal.enabled=false"]))
+    for task in ("arith", "sudoku4"):
+        traces = pd.read_parquet(tmp_path / "posterior" / f"{task}.parquet")
+        assert len(traces) == 3 and list(traces["sample_id"]) == [0, 1, 2]
+        assert traces["answer_ll"].lt(0).all() and traces["reasoning"].map(lambda r: isinstance(r, str)).all()
+        assert metrics[f"eval/{task}/posterior_answer_ll"] == pytest.approx(traces["answer_ll"].mean(), rel=1e-6)
+    assert "answer log-lik" in metrics["table"]
+
+
+def test_posterior_decoding_needs_a_gold_answer(compose_cfg):
+    from dllm_lab.runs import run_eval
+
+    with pytest.raises(ConfigError, match=r"decoder\.posterior.*\['countdown'\]"):
+        run_eval(compose_cfg("eval", ["decoder=posterior", "logger=none", "model.name_or_path=/nonexistent"]))
+    with pytest.raises(ConfigError, match=r"decoder\.posterior.*infill=true"):
+        DecodeConfig(posterior=True)

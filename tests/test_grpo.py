@@ -22,7 +22,7 @@ from dllm_lab.runs import run_train
 register_reward("text_length", lambda batch: [len(c) % 7 / 6 for c in batch.completions])
 
 ALGOS = sorted(p.stem for p in (config_dir() / "algo").glob("*.yaml") if p.stem != "mdlm_sft")
-DECODERS = sorted(p.stem for p in (config_dir() / "decoder").glob("*.yaml") if p.stem != "base")
+DECODERS = sorted(p.stem for p in (config_dir() / "decoder").glob("*.yaml") if p.stem not in ("base", "posterior"))
 FAST_RL = [
     "experiment=rl_countdown", "data.num_eval=2", "data.eval_batch_size=2", "data.batch_size=2",
     "algo.num_generations=2", "algo.sample_table_every=1", "trainer.num_threads=1", "eval_after_fit=false",
@@ -63,6 +63,7 @@ def test_every_algo_and_decoder_pair_runs_a_fast_dev_step(algo, decoder, compose
         ("algo.rewards=[speed]", "algo.rewards"),
         ("algo.reward_weights=[1.0,2.0]", "reward_weights"),
         ("algo.estimator=two_step", "algo.estimator"),
+        ("decoder=posterior", "rollouts sample without the answer"),
     ],
 )
 def test_bad_settings_fail_at_start_naming_the_setting(override, message, compose_cfg, tiny_model_dir):

@@ -147,6 +147,14 @@ def build_job(cfg: DictConfig, stage: str) -> Job:
         _check_train_sources(cfg.data, job.algo_kind)
     if cfg.get("sweep"):
         job.sweep = build_sweep(cfg.sweep)
+    if decoder.posterior and job.algo_kind == "grpo":
+        raise ConfigError("decoder.posterior=true: GRPO rollouts sample without the answer; the posterior decoder "
+                          "is for evaluation (dllm-eval decoder=posterior); pick another decoder preset")
+    if decoder.posterior:
+        names = list(cfg.data.eval_tasks or cfg.data.tasks)
+        lacking = [n for n in names if not TASKS[n].has_gold_answer]
+        _check(not lacking, f"decoder.posterior=true conditions on each example's gold answer, and {lacking} has "
+                            "none (any valid expression is right); evaluate another task, or drop decoder=posterior")
     return job
 
 

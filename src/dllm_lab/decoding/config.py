@@ -62,6 +62,8 @@ class DecodeConfig:
       infill: decode into the template ``[m x R | delimiter | m x A | closing]``; pre-filled tokens are
         fixed. infill_reasoning_length: ``R`` (``None``: whatever is left of gen_length; a shorter
         template is padded with EOS). infill_answer_length: ``A``. infill_delimiter, infill_closing: text.
+      posterior: sample the reasoning given the gold answer, p(r | c, a*): evaluation pre-fills each
+        example's gold answer into the answer block (``decode(..., answers=...)``) and records the traces.
       early_exit: stop a row once ``U`` (``early_exit_reduction`` of the entropy over its still-masked
         answer positions) is below ``early_exit_threshold``, filling the answer with that pass' argmax.
     """
@@ -95,6 +97,7 @@ class DecodeConfig:
     early_exit: bool = False
     early_exit_threshold: float = 0.1
     early_exit_reduction: str = "max"
+    posterior: bool = False
 
     def __post_init__(self) -> None:
         if self.eoser_token_ids is not None:  # YAML / OmegaConf lists -> a hashable tuple of ints
@@ -212,6 +215,10 @@ class DecodeConfig:
                  f"the template (reasoning {R} + answer {self.infill_answer_length} + delimiter) is longer than "
                  f"decoder.gen_length={self.gen_length}; lower it or raise gen_length")
         need(not self.early_exit or self.infill, "early_exit", "needs the infilling template; set decoder.infill=true")
+        need(not self.posterior or self.infill, "posterior", "pre-fills the answer block of the infilling template; "
+             "set decoder.infill=true (or use decoder=posterior)")
+        need(not (self.posterior and self.early_exit), "posterior",
+             "the answer is given, so there is nothing to exit on; set decoder.early_exit=false")
         need(self.early_exit_threshold >= 0, "early_exit_threshold", "must be an entropy >= 0 in nats (default 0.1)")
         need(self.early_exit_reduction in EXIT_REDUCTIONS, "early_exit_reduction", f"choose one of {EXIT_REDUCTIONS}")
 

@@ -15,6 +15,7 @@ import lightning as L
 import torch
 
 from dllm_lab.decoding import DecodeCallback, DecodeConfig, SpeedMeter, decode
+from dllm_lab.evaluation.posterior import trace_records
 from dllm_lab.models.adapter import DiffusionLM
 from dllm_lab.tasks import get_task
 from dllm_lab.temporal import (
@@ -29,7 +30,7 @@ from dllm_lab.tracking import safe_metric_name, set_tag
 
 log = logging.getLogger(__name__)
 
-_COUNTERS = ("correct", "parsed", "samples", "nfe", "tokens", "wall_s")
+_COUNTERS = ("correct", "parsed", "samples", "nfe", "tokens", "wall_s", "answer_ll", "reasoning_tokens")
 
 
 class EvalModule(L.LightningModule):
@@ -68,6 +69,7 @@ class EvalModule(L.LightningModule):
         self.counters: dict[str, torch.Tensor] = {}
         self.predictions: list[dict[str, Any]] = []
         self.records: list[dict[str, Any]] = []
+        self.traces: list[dict[str, Any]] = []  # posterior decodes: reasoning given the gold answer
         self.temporal_metrics: dict[str, Any] = {}  # a plain dict: not registered as submodules
         self.seen: dict[str, int] = {}
         self.results: dict[str, dict[str, float]] = {}
@@ -77,7 +79,7 @@ class EvalModule(L.LightningModule):
         # each process: tensors made in __init__ would be shared memory between ddp_spawn workers. The
         # temporal torchmetrics likewise, on this rank's device (NCCL syncs CUDA tensors only).
         self.counters = {n: torch.zeros(len(_COUNTERS), dtype=torch.float64) for n in self.task_names}
-        self.predictions, self.records = [], []
+        self.predictions, self.records, self.traces = [], [], []
         self.seen = dict.fromkeys(self.task_names, 0)
         self.temporal_metrics = {}
         if self.temporal is not None:
@@ -93,8 +95,14 @@ class EvalModule(L.LightningModule):
         callbacks: list[DecodeCallback] = [speed, *self.user_callbacks]
         if self.temporal is not None:
             callbacks.append(TemporalCallback(self.lm, task, batch["examples"], self.temporal))
-        out = decode(self.lm, batch["prompt_ids"], self.decode_config, callbacks, batch["attention_mask"])
+        gold = [task.gold_answer_text(e) for e in batch["examples"]] if self.decode_config.posterior else None
+        out = decode(self.lm, batch["prompt_ids"], self.decode_config, callbacks, batch["attention_mask"], gold)
         ids = self._sample_ids(name, len(out.texts))
+        traces = []
+        if gold is not None:  # p(r | c, a*): the traces, each with its answer log-likelihood
+            traces = trace_records(self.lm, self.decode_config, out, batch["attention_mask"], gold)
+            self.traces += [{"task": name, "sample_id": sid, "prompt": prompt, **t}
+                            for sid, prompt, t in zip(ids, batch["prompts"], traces, strict=True)]
         if self.temporal is not None:
             samples = out.extras["temporal"]
             self.temporal_metrics[name].update([s.answers for s in samples], [s.correct for s in samples])
@@ -107,7 +115,8 @@ class EvalModule(L.LightningModule):
             correct = [task.answer_is_correct(a, ex) for a, ex in zip(answers, batch["examples"], strict=True)]
         self.counters[name] += torch.tensor(
             [sum(correct), sum(a is not None for a in answers), len(correct), float(out.nfe_per_sample.sum()),
-             out.sequences.numel(), out.extras["speed"]["wall_s"]],
+             out.sequences.numel(), out.extras["speed"]["wall_s"], sum(t["answer_ll"] for t in traces),
+             sum(t["reasoning_tokens"] for t in traces)],
             dtype=torch.float64,
         )
         per_sample = {cb.name: out.extras[cb.name] for cb in self.user_callbacks
@@ -141,6 +150,9 @@ class EvalModule(L.LightningModule):
                 "tokens_per_s": totals["tokens"] / totals["wall_s"] if totals["wall_s"] > 0 else 0.0,
                 "samples": totals["samples"],
             }
+            if self.decode_config.posterior:
+                row["posterior_answer_ll"] = totals["answer_ll"] / n
+                row["posterior_reasoning_tokens"] = totals["reasoning_tokens"] / n
             if name in self.temporal_metrics:  # every rank computes: the sync is a collective
                 row.update(_temporal_values(self.temporal_metrics[name], totals["samples"] > 0))
             self.results[name] = row = _finite(row, name)
@@ -148,14 +160,34 @@ class EvalModule(L.LightningModule):
         self.log_dict(metrics, rank_zero_only=True)
         self.predictions = _gather(self.predictions)
         self.records = _gather(self.records)
+        self.traces = _gather(self.traces)
         if not self.trainer.is_global_zero:
             return
         logger = self.logger if self.logger is not None and hasattr(self.logger, "run_id") else None
         if self.temporal is not None and (logger is not None or self.output_dir is not None):
             with tempfile.TemporaryDirectory() as tmp:
                 self.write_temporal(self.output_dir or Path(tmp), logger)
+        if self.traces and (logger is not None or self.output_dir is not None):
+            with tempfile.TemporaryDirectory() as tmp:
+                self.write_traces(self.output_dir or Path(tmp), logger)
         if logger is not None:
             self.log_artifacts(logger)
+
+    def write_traces(self, out_dir: Path, logger=None) -> None:
+        """``posterior/<task>.parquet``: prompt, reasoning, gold answer, answer log-likelihood per sample, a
+        dataset for posterior SFT; logged when ``logger``."""
+        import pandas as pd
+
+        from dllm_lab.tracking import log_file
+
+        for name in self.task_names:
+            rows = sorted((t for t in self.traces if t["task"] == name), key=lambda t: t["sample_id"])
+            if rows:
+                path = out_dir / "posterior" / f"{name}.parquet"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                pd.DataFrame(rows).to_parquet(path, index=False)
+                if logger is not None:
+                    log_file(logger, path, "posterior")
 
     def write_temporal(self, out_dir: Path, logger=None) -> None:
         """``temporal/<task>.parquet`` and ``plots/*.png`` under ``out_dir``, logged when ``logger``."""

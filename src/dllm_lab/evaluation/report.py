@@ -15,6 +15,8 @@ TEMPORAL_COLUMNS = (
     ("correct->wrong", "correct_then_wrong"),
     ("TSE correct", "tse_correct_mean"),
     ("TSE wrong", "tse_wrong_mean"),
+    ("answer log-lik", "posterior_answer_ll"),  # posterior decodes (decoder=posterior)
+    ("reasoning tokens", "posterior_reasoning_tokens"),
 )
 
 

@@ -158,6 +158,7 @@ class Task:
     has_synthetic: ClassVar[bool] = False
     format_hint: ClassVar[str] = "Put the final answer in \\boxed{}."
     chat_template: ClassVar[bool] = True  # False: the prompt is plain text the completion continues
+    has_gold_answer: ClassVar[bool] = True  # one gold answer per example (posterior sampling conditions on it)
 
     def __init__(self, prompt_style: str = "d1") -> None:
         if prompt_style not in PROMPT_STYLES:
@@ -185,6 +186,11 @@ class Task:
 
     def gold(self, example: Example) -> Any:
         return parse_number(str(example["answer"]))
+
+    def gold_answer_text(self, example: Example) -> str | None:
+        """The gold answer as the model writes it inside its answer box, for posterior sampling; ``None``
+        when the task has no single gold answer (Countdown: any valid expression is right)."""
+        return None if example.get("answer") in (None, "") else str(example["answer"])
 
     def is_equivalent(self, a: Any, b: Any) -> bool:
         return numbers_equal(a, b)

@@ -116,6 +116,9 @@ class Equations(Task):
     def gold(self, example: Example) -> int:
         return int(example["value"])
 
+    def gold_answer_text(self, example: Example) -> str | None:
+        return str(example["value"])
+
     def is_equivalent(self, a: Any, b: Any) -> bool:
         return a is not None and b is not None and int(a) == int(b)
 

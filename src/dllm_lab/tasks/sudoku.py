@@ -108,6 +108,9 @@ class Sudoku4(Task):
     def gold(self, example: Example) -> str:
         return example["solution"]
 
+    def gold_answer_text(self, example: Example) -> str | None:
+        return example["solution"]
+
     def is_equivalent(self, a: Any, b: Any) -> bool:
         return a is not None and b is not None and str(a) == str(b)
 

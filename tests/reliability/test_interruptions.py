@@ -53,7 +53,10 @@ def _launch(tmp_path: Path, name: str, *overrides: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "dllm_lab.cli.train", *TINY_TRAIN, "trainer.val_check_interval=100000",
            f"hydra.run.dir={tmp_path / name}", "run_name=job", *overrides]
     log = (tmp_path / f"{name}.log").open("wb")
-    return subprocess.Popen(cmd, cwd=project_root(), env=env, stdout=log, stderr=subprocess.STDOUT)
+    # a job started from a terminal: Ctrl-C is not ignored, even when the test suite runs in the background
+    restore_ctrl_c = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    return subprocess.Popen(cmd, cwd=project_root(), env=env, stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=restore_ctrl_c)
 
 
 def _wait_for(predicate, timeout: float, proc: subprocess.Popen, log: Path) -> None:

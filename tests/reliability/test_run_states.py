@@ -60,13 +60,17 @@ class _Stop(L.Callback):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_a_stop_signal_finishes_the_step_saves_and_marks_the_run_killed(compose_cfg, tmp_path, signum):
     cfg = compose_cfg("train", [*TINY_TRAIN, "trainer.max_steps=50", "trainer.val_check_interval=100"])
-    with pytest.raises(SystemExit):  # Lightning's SIGTERMException
-        run_train(cfg, callbacks=[_Stop(at=3, signum=signum)])
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (nohup ignores Ctrl-C)
+    try:
+        with pytest.raises(SystemExit):  # Lightning's SIGTERMException
+            run_train(cfg, callbacks=[_Stop(at=3, signum=signum)])
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the Ctrl-C handler is put back"
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert load_checkpoint(tmp_path / "checkpoints" / "interrupted.ckpt")["global_step"] == 3
     client = mlflow.MlflowClient()
     (run,) = client.search_runs([client.get_experiment_by_name("dllm-lab/train").experiment_id])
     assert run.info.status == "KILLED"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the Ctrl-C handler is put back"
 
 
 def test_the_queue_keeps_a_bounded_backlog_and_survives_pickling(tmp_path, caplog):

@@ -83,6 +83,8 @@ class GracefulExit(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # a background job (nohup, &): keep ignoring Ctrl-C
+            return
 
         def first_ctrl_c(signum, frame) -> None:
             log.warning("Ctrl-C: finishing this step, then saving a checkpoint (Ctrl-C again to stop now)")

@@ -33,7 +33,7 @@ from dllm_lab.models.adapter import DiffusionLM
 
 PROMPTS = ["Tom has 3 apples. He buys 4 more.", "Solve 1+2.", "Using the numbers 1, 2, 3, make 6."]
 PRESETS = sorted((Path(__file__).parents[1] / "configs" / "decoder").glob("*.yaml"))
-RANDOM_PRESETS = {"random", "origin"}  # positions drawn at random: batch != alone by design
+RANDOM_PRESETS = {"random", "origin", "posterior"}  # random positions or sampled tokens: batch != alone by design
 T, F = True, False
 
 

@@ -146,6 +146,10 @@ def test_a_user_decoding_callback_rides_along_every_eval_decode(compose_cfg, tin
         (["+decode_callbacks.bad=3"], r"decode_callbacks\.bad: give a mapping with _target_"),
         (["+callbacks.bad={_target_: no_such_module_xyz.Cb}"], r"callbacks\.bad: cannot instantiate"),
         (["algo=diffu_grpo", "algo.rewards=[task,task]", "algo.reward_weights=[1,1]"], "listed twice"),
+        (["experiment=rl_countdown", "algo.rewards=[task,answer_likelihood]", "algo.reward_weights=[1,1]"],
+         r"answer_likelihood .*infilling decoder"),
+        (["experiment=rl_countdown", "algo.rewards=[task,answer_likelihood]", "algo.reward_weights=[1,1]",
+          "decoder=infill_early_exit", "decoder.early_exit=false"], r"answer_likelihood needs gold answers.*countdown"),
     ],
 )
 def test_bad_extensions_fail_at_start_naming_the_override(compose_cfg, overrides, message):

@@ -489,3 +489,28 @@ def test_d1s_gsm8k_reward_sum_is_available_by_name():
     # correctness 2.0 + strict 0.5 + XML count 0.5; "\boxed{72}" is not all digits and the soft pattern
     # does not cross lines: no bonus for either
     assert total == pytest.approx(3.0)
+
+
+def test_the_answer_likelihood_reward_scores_the_gold_answer_under_each_rollout(tiny_lm):
+    from dllm_lab.decoding.infill import trace_answer_likelihood
+    from dllm_lab.errors import ConfigError
+    from dllm_lab.models import left_pad
+    from dllm_lab.rl import GRPOSettings, rollout
+
+    task = get_task("arith", prompt_style="compact")
+    examples = task.synthetic(2, seed=5)
+    ids, mask = left_pad([tiny_lm.encode_prompt(task.build_prompt(e)) for e in examples], tiny_lm.pad_token_id)
+    batch = {"prompt_ids": ids, "attention_mask": mask, "examples": examples, "tasks": ["arith", "arith"]}
+    infill = DecodeConfig(gen_length=32, block_length=32, steps=16, infill=True, infill_reasoning_length=12,
+                          infill_answer_length=4, infill_delimiter="</reasoning>\n<answer>\n\\boxed{",
+                          infill_closing="}")
+    settings = GRPOSettings(rewards={"task": 1.0, "answer_likelihood": 0.5}, num_generations=2)
+    ro = rollout(tiny_lm, batch, infill, settings, {"arith": task}, seed=3)
+    gold = [task.gold_answer_text(e) for e in examples for _ in range(2)]
+    expected = trace_answer_likelihood(tiny_lm, infill.replace(temperature=settings.temperature, seed=3),
+                                       ro.completion, ro.prompt_ids, ro.attention_mask, gold)
+    torch.testing.assert_close(ro.rewards["answer_likelihood"], expected)
+    assert (ro.rewards["answer_likelihood"] < 0).all()
+    torch.testing.assert_close(ro.total, ro.rewards["task"] + 0.5 * ro.rewards["answer_likelihood"])
+    with pytest.raises(ConfigError, match="infilling decoder"):
+        rollout(tiny_lm, batch, DecodeConfig(gen_length=16, block_length=8, steps=8), settings, {"arith": task}, 3)

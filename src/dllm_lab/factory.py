@@ -147,6 +147,12 @@ def build_job(cfg: DictConfig, stage: str) -> Job:
         _check_train_sources(cfg.data, job.algo_kind)
     if cfg.get("sweep"):
         job.sweep = build_sweep(cfg.sweep)
+    if job.grpo is not None and job.grpo.needs_answer_likelihood:
+        _check(decoder.infill, "algo.rewards: answer_likelihood scores the gold answer in the answer block of the "
+                               "infilling template; use an infilling decoder (decoder.infill=true, e.g. "
+                               "decoder=infill_early_exit with decoder.early_exit=false)")
+        lacking = [n for n in cfg.data.tasks if not TASKS[n].has_gold_answer]
+        _check(not lacking, f"algo.rewards: answer_likelihood needs gold answers, and {lacking} has none")
     if decoder.posterior and job.algo_kind == "grpo":
         raise ConfigError("decoder.posterior=true: GRPO rollouts sample without the answer; the posterior decoder "
                           "is for evaluation (dllm-eval decoder=posterior); pick another decoder preset")

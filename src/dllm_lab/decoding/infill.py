@@ -228,3 +228,34 @@ class AnswerLikelihood(DecodeCallback):
             "score": torch.stack(self._scores) if self._scores else empty,
             "reasoning_unmasked": torch.stack(self._unmasked) if self._unmasked else empty,
         }
+
+
+@torch.inference_mode()
+def trace_answer_likelihood(
+    lm: Any, config: DecodeConfig, sequences: torch.Tensor, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+    answers: Sequence[str] | Sequence[Sequence[int]],
+) -> torch.Tensor:
+    """``ll(r) = mean_i log p(a*_i | c, r)`` of finished traces (B,): their gold-answer positions of the
+    infilling template masked again, one forward pass over ``[prompt | r | delimiter | masked answer]``
+    (No Compute Left Behind, docs/methods.md "Infilling, early exit, posterior sampling"). ``sequences``
+    (B, L) generation regions of a templated decode; ``answers`` gold answers, text or ids."""
+    template = InfillTemplate.from_config(config, lm.tokenizer)
+    gold = encode_answers(lm.tokenizer, answers)
+    device = next(lm.parameters()).device
+    sequences = sequences.to(device)
+    B, L = sequences.shape
+    a0 = template.answer_start
+    positions = torch.zeros(B, L, dtype=torch.bool, device=device)
+    targets = torch.zeros(B, L, dtype=torch.long, device=device)
+    for b, ids in enumerate(gold):
+        if len(ids) > template.answer_length:
+            raise ConfigError(f"gold answer {b} has {len(ids)} tokens but decoder.infill_answer_length="
+                              f"{template.answer_length}; raise decoder.infill_answer_length")
+        positions[b, a0 : a0 + len(ids)] = True
+        targets[b, a0 : a0 + len(ids)] = torch.tensor(ids, dtype=torch.long, device=device)
+    region = sequences.masked_fill(positions, lm.mask_token_id)
+    canvas = torch.cat([prompt_ids.to(device), region], 1)
+    attn = torch.cat([prompt_mask.to(device).long(), torch.ones(B, L, dtype=torch.long, device=device)], 1)
+    logits = lm.logits(canvas, attn)[:, prompt_ids.shape[1] :].float()
+    logits[..., lm.mask_token_id] = float("-inf")  # as in decoding: the mask token is never an answer
+    return answer_log_likelihood(logits, targets, positions).cpu()

@@ -38,7 +38,8 @@ class RewardBatch:
     :class:`~dllm_lab.tasks.Task` objects; correct: (N,) float 0/1 from ``task.is_correct``, computed once
     per rollout; temporal: the rollout's :class:`~dllm_lab.temporal.TemporalSample` per completion (its
     TSE and confidence), present when a registered reward has ``needs_temporal``; tcr_rule: the rule of
-    the ``tcr`` reward (``algo.tcr_rule``).
+    the ``tcr`` reward (``algo.tcr_rule``); answer_ll: (N,) ``mean_i log p(a*_i | c, r)`` of each
+    completion's reasoning, present when a reward has ``needs_answer_likelihood`` (infilling decoders only).
     """
 
     completions: list[str]
@@ -47,6 +48,7 @@ class RewardBatch:
     correct: torch.Tensor
     temporal: list[TemporalSample] | None = None
     tcr_rule: str = "spherical"
+    answer_ll: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = len(self.completions)
@@ -64,11 +66,13 @@ RewardFn = Callable[[RewardBatch], "Sequence[float] | torch.Tensor"]
 @dataclass(frozen=True)
 class Reward:
     """A registered reward: ``fn(batch)`` -> (N,) values; ``needs_temporal``: the rollout must run the
-    temporal callback so that ``batch.temporal`` is filled."""
+    temporal callback so that ``batch.temporal`` is filled; ``needs_answer_likelihood``: the rollout scores
+    the gold answer under each completion's reasoning (``batch.answer_ll``)."""
 
     name: str
     fn: RewardFn
     needs_temporal: bool = False
+    needs_answer_likelihood: bool = False
 
     def __call__(self, batch: RewardBatch) -> torch.Tensor:
         values = torch.as_tensor(self.fn(batch), dtype=torch.float32).reshape(-1)
@@ -81,10 +85,13 @@ class Reward:
 
 
 REWARDS: dict[str, Reward] = {}
-BUILTIN_REWARDS = ("task", "correct", "tcr", "d1_integer", "d1_strict_format", "d1_soft_format", "d1_xml_count")
+BUILTIN_REWARDS = ("task", "correct", "tcr", "answer_likelihood", "d1_integer", "d1_strict_format", "d1_soft_format",
+                   "d1_xml_count")
 
 
-def register_reward(name: str, fn: RewardFn | None = None, *, needs_temporal: bool = False) -> Any:
+def register_reward(
+    name: str, fn: RewardFn | None = None, *, needs_temporal: bool = False, needs_answer_likelihood: bool = False
+) -> Any:
     """Make ``fn(batch: RewardBatch) -> N floats`` selectable as ``algo.rewards=[..., name]``.
 
     Use it directly (``register_reward("len", fn)``) or as a decorator (``@register_reward("len")``).
@@ -95,7 +102,7 @@ def register_reward(name: str, fn: RewardFn | None = None, *, needs_temporal: bo
     def add(f: RewardFn) -> RewardFn:
         if name in BUILTIN_REWARDS and name in REWARDS:
             raise ValueError(f"reward name {name!r} is built in; pick another name")
-        REWARDS[name] = Reward(name, f, needs_temporal)
+        REWARDS[name] = Reward(name, f, needs_temporal, needs_answer_likelihood)
         return f
 
     return add if fn is None else add(fn)
@@ -132,6 +139,15 @@ def temporal_consistency_reward(batch: RewardBatch) -> torch.Tensor:
     tse = torch.tensor([s.tse for s in batch.temporal], dtype=torch.float32)
     confidence = torch.tensor([s.confidence for s in batch.temporal], dtype=torch.float32)
     return tcr_reward(tse, confidence, batch.correct, batch.tcr_rule)  # type: ignore[return-value]
+
+
+@register_reward("answer_likelihood", needs_answer_likelihood=True)
+def answer_likelihood_reward(batch: RewardBatch) -> torch.Tensor:
+    """No Compute Left Behind's answer-likelihood reward: ``mean_i log p(a*_i | c, r)`` of the gold answer
+    under the completion's reasoning ``r`` (<= 0; higher when the reasoning supports the right answer)."""
+    if batch.answer_ll is None:
+        raise ValueError("the answer_likelihood reward needs the rollout's answer scores (RewardBatch.answer_ll)")
+    return batch.answer_ll
 
 
 def tcr_reward(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from dllm_lab.decoding import DecodeCallback, DecodeConfig, TrajectoryRecorder, decode
+from dllm_lab.decoding.infill import trace_answer_likelihood
 from dllm_lab.errors import ConfigError
 from dllm_lab.rl.advantages import group_advantages
 from dllm_lab.rl.batch import Rollout
@@ -69,7 +70,15 @@ def rollout(
     correct = torch.tensor([t.is_correct(c, e) for t, c, e in zip(row_tasks, out.texts, examples, strict=True)],
                            dtype=torch.float32)
     samples = out.extras.get("temporal") if needs_temporal else None
-    reward_batch = RewardBatch(out.texts, examples, row_tasks, correct, samples, settings.tcr_rule)
+    answer_ll = None
+    if any(r.needs_answer_likelihood for r in rewards.values()):
+        gold = [t.gold_answer_text(e) for t, e in zip(row_tasks, examples, strict=True)]
+        if not config.infill or any(g is None for g in gold):
+            raise ConfigError("the answer_likelihood reward scores the gold answer in the infilling template's "
+                              "answer block: use an infilling decoder (decoder.infill=true) and a task with gold "
+                              "answers")
+        answer_ll = trace_answer_likelihood(lm, config, out.sequences, prompt_ids, attention_mask, gold)
+    reward_batch = RewardBatch(out.texts, examples, row_tasks, correct, samples, settings.tcr_rule, answer_ll)
     values = {name: reward(reward_batch) for name, reward in rewards.items()}
     total = weighted_sum(values, settings.rewards)
     advantages = group_advantages(total, G, scale=settings.advantage_scale)

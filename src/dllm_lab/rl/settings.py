@@ -72,6 +72,11 @@ class GRPOSettings:
         return {name: get_reward(name) for name in self.rewards}
 
     @property
+    def needs_answer_likelihood(self) -> bool:
+        """Whether a reward reads the gold answer's likelihood under each completion (infilling decoders)."""
+        return any(get_reward(name).needs_answer_likelihood for name in self.rewards)
+
+    @property
     def needs_temporal(self) -> bool:
         """Whether a reward reads the rollout's TSE (the temporal callback must ride along)."""
         return any(get_reward(name).needs_temporal for name in self.rewards)

@@ -106,7 +106,8 @@ def test_a_stop_signal_saves_a_checkpoint_marks_the_run_killed_and_the_resume_fi
 
 @pytest.mark.slow
 def test_after_sigkill_the_run_is_not_finished_and_the_resume_logs_each_step_once(tmp_path):
-    job = _launch(tmp_path, "job", "trainer.max_steps=100000", "trainer.checkpoint_every_n_steps=10")
+    # sparse checkpoints: the one chosen below outlives the 3-newest retention until the kill lands
+    job = _launch(tmp_path, "job", "trainer.max_steps=100000", "trainer.checkpoint_every_n_steps=25")
     checkpoints = tmp_path / "job" / "checkpoints"
 
     chosen: list[Path] = []

@@ -56,7 +56,8 @@ def _train(compose_cfg, tmp_path, monkeypatch, restart: bool, steps: int = 60):
 def test_training_goes_on_through_an_outage_and_the_backlog_arrives(compose_cfg, tmp_path, monkeypatch):
     outage, _, port, base = _train(compose_cfg, tmp_path, monkeypatch, restart=True)
     gaps = [b - a for a, b in zip(outage.times, outage.times[1:], strict=False)]
-    assert len(outage.times) == 60 and max(gaps) < 5.0, f"a step waited {max(gaps):.1f} s for the server"
+    # a step used to wait minutes for the server; 15 s leaves room for a loaded machine
+    assert len(outage.times) == 60 and max(gaps) < 15.0, f"a step waited {max(gaps):.1f} s for the server"
     names = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.ckpt"))
     assert names == ["epoch=0-step=40.ckpt", "epoch=0-step=50.ckpt", "epoch=0-step=60.ckpt", "last.ckpt"]
     server = start_mlflow_server(base, port) if not _answers(port) else None

@@ -136,3 +136,22 @@ def test_math_rows_train_on_their_worked_solution():
     example = task.normalize({"problem": "What is 1+1?", "solution": "One and one make $2$.", "answer": "2"})
     assert example["reasoning"] == "One and one make $2$."
     assert task.reference_completion(example).startswith("<reasoning>\nOne and one make $2$.\n</reasoning>")
+
+
+def test_a_local_source_is_read_once(tiny_lm, tmp_path, monkeypatch):
+    from dllm_lab.data import datamodule
+    from dllm_lab.tasks.sources import load_examples
+
+    path = _gsm8k_train(tmp_path / "train.jsonl")
+    calls = []
+    monkeypatch.setattr(datamodule, "load_examples", lambda *a, **k: calls.append(a) or load_examples(*a, **k))
+    dm = _module(tiny_lm, tasks=["gsm8k"], train_sources={"gsm8k": str(path)}, eval_tasks={})
+    dm.train_dataloader(), dm.val_dataloader(), dm.train_dataloader()
+    assert len(calls) == 1, "train and validation streams share the validated rows"
+    from dllm_lab.tasks import get_task
+
+    rows = load_examples(get_task("gsm8k"), split="train", source=str(path))
+    given = _module(tiny_lm, tasks=["gsm8k"], train_sources={"gsm8k": str(path)}, eval_tasks={},
+                    train_examples={"gsm8k": rows})
+    given.train_dataloader()
+    assert len(calls) == 1, "rows the factory already read are not read again"

@@ -78,6 +78,7 @@ class Job:
     experiment_name: str | None = None
     decode_callbacks: list[DecodeCallback] = field(default_factory=list)
     trainer_callbacks: list[Any] = field(default_factory=list)
+    train_examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # local train sources, read once
     _logger_cfg: Any = None
 
     def make_logger(self, run_name: str | None = None, tags: dict[str, Any] | None = None,
@@ -144,21 +145,20 @@ def build_job(cfg: DictConfig, stage: str) -> Job:
         check_server(job.tracking_uri)  # an unreachable server fails now, before a model is loaded
     if stage == "train":
         _train_settings(cfg, job)
-        _check_train_sources(cfg.data, job.algo_kind)
+        job.train_examples = _check_train_sources(cfg.data, job.algo_kind)
     if cfg.get("sweep"):
         job.sweep = build_sweep(cfg.sweep)
     if job.grpo is not None and job.grpo.needs_answer_likelihood:
         _check(decoder.infill, "algo.rewards: answer_likelihood scores the gold answer in the answer block of the "
                                "infilling template; use an infilling decoder (decoder.infill=true, e.g. "
                                "decoder=infill_early_exit with decoder.early_exit=false)")
-        lacking = [n for n in cfg.data.tasks if not TASKS[n].has_gold_answer]
+        lacking = _without_gold_answers(cfg.data.tasks)
         _check(not lacking, f"algo.rewards: answer_likelihood needs gold answers, and {lacking} has none")
     if decoder.posterior and job.algo_kind == "grpo":
         raise ConfigError("decoder.posterior=true: GRPO rollouts sample without the answer; the posterior decoder "
                           "is for evaluation (dllm-eval decoder=posterior); pick another decoder preset")
     if decoder.posterior:
-        names = list(cfg.data.eval_tasks or cfg.data.tasks)
-        lacking = [n for n in names if not TASKS[n].has_gold_answer]
+        lacking = _without_gold_answers(cfg.data.eval_tasks or cfg.data.tasks)
         _check(not lacking, f"decoder.posterior=true conditions on each example's gold answer, and {lacking} has "
                             "none (any valid expression is right); evaluate another task, or drop decoder=posterior")
     return job
@@ -232,7 +232,8 @@ def build_datamodule(job: Job, lm: DiffusionLM) -> TaskDataModule:
     kwargs = dict(job.config["data"])
     kwargs["prompt_style"] = kwargs.get("prompt_style") or lm.prompt_style
     train_mode = "prompts" if job.algo_kind == "grpo" else "sft"
-    return TaskDataModule(chat=lm.chat, mask_token_id=lm.mask_token_id, seed=job.seed, train_mode=train_mode, **kwargs)
+    return TaskDataModule(chat=lm.chat, mask_token_id=lm.mask_token_id, seed=job.seed, train_mode=train_mode,
+                          train_examples=job.train_examples, **kwargs)
 
 
 def resolve_prompt_style(job: Job, lm: DiffusionLM) -> None:
@@ -304,6 +305,11 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _without_gold_answers(names: Any) -> list[str]:
+    """The tasks among ``names`` with no single gold answer to condition on (Countdown)."""
+    return [n for n in names if not TASKS[n].has_gold_answer]
+
+
 def _plain(node: Any) -> Any:
     """A config node as plain containers (resolved); plain values pass through."""
     if OmegaConf.is_config(node):
@@ -332,13 +338,15 @@ def _instantiate(node: Any, where: str, expected: type | None = None) -> Any:
     return obj
 
 
-def _check_train_sources(data: DictConfig, kind: str | None) -> None:
-    """Every training task has examples: a generator or a source that exists; SFT sources have reasoning."""
-    from dllm_lab.data.sources import SYNTHETIC, is_local, needs_reasoning_error
+def _check_train_sources(data: DictConfig, kind: str | None) -> dict[str, list[dict[str, Any]]]:
+    """Every training task has examples: a generator or a source that exists; SFT sources have reasoning.
+    Returns the validated rows of the local sources, which the DataModule then uses instead of reading again."""
+    from dllm_lab.data.sources import SYNTHETIC, sft_rows
     from dllm_lab.tasks import get_task
-    from dllm_lab.tasks.sources import load_examples
+    from dllm_lab.tasks.sources import is_local_source, load_examples
 
     sources = _plain(data.get("train_sources") or {})
+    rows: dict[str, list[dict[str, Any]]] = {}
     for name in sources:
         _check(name in data.tasks, f"data.train_sources.{name}: {name!r} is not in data.tasks={list(data.tasks)}")
     for name in data.tasks:
@@ -348,15 +356,16 @@ def _check_train_sources(data: DictConfig, kind: str | None) -> None:
                    f"data.tasks: {name!r} has no synthetic generator; give it a real source, e.g. "
                    f"'data.train_sources={{{name}: path/to/train.jsonl}}' (or a hub id)")
             continue
-        if not is_local(str(source)):
+        if not is_local_source(str(source)):
             continue  # a hub id: checked when its stream opens (no network here to ask)
         task = get_task(name, **dict((data.get("task_options") or {}).get(name, {})))
         try:
-            examples = load_examples(task, split=data.get("train_split", "train"), source=str(source))
+            rows[name] = load_examples(task, split=data.get("train_split", "train"), source=str(source))
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError(f"data.train_sources.{name}={source}: {err}") from None
-        if kind == "sft" and not any(str(e.get("reasoning") or "").strip() for e in examples):
-            raise needs_reasoning_error(task, str(source))
+        if kind == "sft":
+            sft_rows(task, rows[name], str(source))  # raises when no row has a reasoning
+    return rows
 
 
 def _validate_data(data: DictConfig) -> None:

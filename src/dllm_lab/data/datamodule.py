@@ -12,10 +12,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from dllm_lab.data.collate import PromptCollator, SFTCollator
-from dllm_lab.data.sources import SYNTHETIC, FileExamples, HubExamples, is_local
+from dllm_lab.data.sources import SYNTHETIC, FileExamples, HubExamples
 from dllm_lab.errors import ConfigError
 from dllm_lab.models.chat import ChatFormat
 from dllm_lab.tasks import Task, get_task
+from dllm_lab.tasks.sources import is_local_source, load_examples
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +152,10 @@ class TaskDataModule(L.LightningDataModule):
     ``train_sources`` maps training task names to where their examples come from: ``"synthetic"`` (the
     default, the task's generator), a local jsonl/json/csv/parquet file or a hub dataset id (split
     ``train_split``), see :mod:`dllm_lab.data.sources`. SFT needs a reference reasoning in those rows;
-    RL needs only the answer. ``eval_tasks`` maps task names to a source: ``"synthetic"`` (held-out seed
-    ``eval_seed``), a local jsonl/csv/parquet path, or a hub dataset id; ``None`` is the synthetic test set
-    of every training task.
+    RL needs only the answer; ``train_examples`` holds rows of local sources already read and validated
+    (the factory's start-up check reads them). ``eval_tasks`` maps task names to a source: ``"synthetic"``
+    (held-out seed ``eval_seed``), a local jsonl/csv/parquet path, or a hub dataset id; ``None`` is the
+    synthetic test set of every training task.
     ``task_options`` maps task names to keyword arguments of their constructor
     (``{"equations": {"context_lines": 0}}``). ``prompt_style``: the model's (see
     :attr:`DiffusionLM.prompt_style <dllm_lab.models.DiffusionLM>`). Evaluation sets are
@@ -186,6 +188,7 @@ class TaskDataModule(L.LightningDataModule):
         task_options: dict[str, dict[str, Any]] | None = None,
         train_sources: dict[str, str] | None = None,
         train_split: str = "train",
+        train_examples: dict[str, list[dict[str, Any]]] | None = None,
     ) -> None:
         super().__init__()
         self.chat, self.mask_token_id = chat, mask_token_id
@@ -214,6 +217,7 @@ class TaskDataModule(L.LightningDataModule):
         self.task_options = {name: dict(opts) for name, opts in (task_options or {}).items()}
         self.train_sources = {k: str(v) for k, v in (train_sources or {}).items() if v not in (None, SYNTHETIC)}
         self.train_split = train_split
+        self._file_rows = dict(train_examples or {})  # validated rows of local train sources, read once
         self._eval_sets: list[PromptSet] | None = None
         self._train: TaskMixtureStream | None = None
         self._resume_batch = 0
@@ -245,7 +249,7 @@ class TaskDataModule(L.LightningDataModule):
                                  self.real_sources(tasks, seed, exclude))
 
     def real_sources(self, tasks: Sequence[Task], seed: int, exclude: set[str]) -> dict[str, Any]:
-        """The training tasks' real example sources (files are read and validated here, at the start)."""
+        """The training tasks' real example sources (a local file is read and validated once per DataModule)."""
         rank, world = _rank_world()
         sft = self.train_mode == "sft"
         out: dict[str, Any] = {}
@@ -253,8 +257,10 @@ class TaskDataModule(L.LightningDataModule):
             source = self.train_sources.get(task.name)
             if source is None:
                 continue
-            if is_local(source):
-                out[task.name] = FileExamples(task, source, self.train_split, seed, exclude, sft)
+            if is_local_source(source):
+                if task.name not in self._file_rows:
+                    self._file_rows[task.name] = load_examples(task, split=self.train_split, source=source)
+                out[task.name] = FileExamples(task, source, self._file_rows[task.name], seed, exclude, sft)
             else:
                 out[task.name] = HubExamples(task, source, self.train_split, rank, world, exclude, sft)
         return out

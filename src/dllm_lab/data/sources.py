@@ -22,36 +22,43 @@ from typing import Any
 
 from dllm_lab.errors import ConfigError
 from dllm_lab.tasks import Task
-from dllm_lab.tasks.sources import LOCAL_SUFFIXES, load_examples
 
 log = logging.getLogger(__name__)
 
 SYNTHETIC = "synthetic"
 
 
-def needs_reasoning_error(task: Task, source: str) -> ConfigError:
-    return ConfigError(
-        f"data.train_sources.{task.name}={source}: its rows have no reference reasoning (the 'reasoning' field; "
-        "GSM8K's '####' solutions and MATH's 'solution' give one), which SFT trains on. Use this source for RL "
-        "(algo=diffu_grpo ...) or posterior SFT, which need only the answer, or pick a source with solutions"
-    )
+def has_reasoning(example: dict[str, Any]) -> bool:
+    """Whether a row carries a reference reasoning, what SFT trains on."""
+    return bool(str(example.get("reasoning") or "").strip())
+
+
+def sft_rows(task: Task, examples: list[dict[str, Any]], source: str) -> list[dict[str, Any]]:
+    """The rows SFT can train on (those with a reasoning, the others counted in a warning); a source with
+    none fails, naming the source, the field and the modes it can still serve."""
+    kept = [e for e in examples if has_reasoning(e)]
+    if not kept:
+        raise ConfigError(
+            f"data.train_sources.{task.name}={source}: its rows have no reference reasoning (the 'reasoning' "
+            "field; GSM8K's '####' solutions and MATH's 'solution' give one), which SFT trains on. Use this source "
+            "for RL (algo=diffu_grpo ...) or posterior SFT, which need only the answer, or pick a source with "
+            "solutions"
+        )
+    if len(kept) < len(examples):
+        log.warning("%s: %d of %d rows of %s have no reasoning and are left out of SFT", task.name,
+                    len(examples) - len(kept), len(examples), source)
+    return kept
 
 
 class FileExamples:
-    """A local jsonl/json/csv/parquet file, validated once (malformed rows skipped and named)."""
+    """The validated rows of a local jsonl/json/csv/parquet file (``examples``, read once by the caller)."""
 
     kind = "file"
 
-    def __init__(self, task: Task, source: str, split: str, seed: int, exclude: set[str], sft: bool) -> None:
-        examples = load_examples(task, split=split, source=source)
+    def __init__(self, task: Task, source: str, examples: list[dict[str, Any]], seed: int, exclude: set[str],
+                 sft: bool) -> None:
         if sft:
-            with_reasoning = [e for e in examples if str(e.get("reasoning") or "").strip()]
-            if not with_reasoning:
-                raise needs_reasoning_error(task, source)
-            if len(with_reasoning) < len(examples):
-                log.warning("%s: %d of %d rows of %s have no reasoning and are left out of SFT", task.name,
-                            len(examples) - len(with_reasoning), len(examples), source)
-            examples = with_reasoning
+            examples = sft_rows(task, examples, source)
         kept = [e for e in examples if task.build_prompt(e) not in exclude]
         if not kept:
             raise ConfigError(f"data.train_sources.{task.name}={source}: every row is a held-out evaluation prompt")
@@ -95,7 +102,7 @@ class HubExamples:
         rows = ((f"row {i} of rank {self.rank}'s shard", row) for i, row in enumerate(ds, 1))
         valid = (e for e in self.task.validate_rows(rows, f"{self.source}[{self.split}]")
                  if self.task.build_prompt(e) not in self.exclude
-                 and (not self.sft or str(e.get("reasoning") or "").strip()))
+                 and (not self.sft or has_reasoning(e)))
         return itertools.islice(valid, skip, None)
 
     def example(self, k: int) -> dict[str, Any]:
@@ -113,9 +120,3 @@ class HubExamples:
         self._length, self._iter = self._next, None
         return self.example(k)
 
-
-def is_local(source: str) -> bool:
-    from pathlib import Path
-
-    path = Path(source).expanduser()
-    return path.suffix in LOCAL_SUFFIXES or path.exists()

@@ -57,6 +57,12 @@ class RowValidator(Protocol):
     def validate_rows(self, rows: Iterator[Located], origin: str) -> Iterator[dict[str, Any]]: ...
 
 
+def is_local_source(source: str) -> bool:
+    """Whether ``source`` names a local file (a data-file suffix, or an existing path) rather than a hub id."""
+    path = Path(source).expanduser()
+    return path.suffix in LOCAL_SUFFIXES or path.exists()
+
+
 def load_examples(
     task: RowValidator, split: str = "test", source: str | None = None, limit: int | None = None
 ) -> list[dict[str, Any]]:
@@ -74,7 +80,7 @@ def load_examples(
             f"task {task.name!r} has no default dataset; pass source=<path.jsonl|csv|parquet or hub id>"
         )
     path = Path(source).expanduser()
-    if path.suffix in LOCAL_SUFFIXES or path.exists():
+    if is_local_source(source):
         if not path.exists():
             raise FileNotFoundError(f"{task.name}: data file {path} does not exist")
         rows = _read_local(path)

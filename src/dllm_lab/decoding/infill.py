@@ -86,16 +86,33 @@ class InfillTemplate:
         if answers is not None:
             if len(answers) != batch:
                 raise ValueError(f"posterior sampling needs one answer per prompt: {len(answers)} for {batch} prompts")
+            self._check_fits(answers)
             for b, ans in enumerate(answers):  # once per decode, before the loop
-                if len(ans) > self.answer_length:
-                    raise ConfigError(
-                        f"gold answer {b} has {len(ans)} tokens but decoder.infill_answer_length={self.answer_length}; "
-                        "raise decoder.infill_answer_length"
-                    )
                 filled = list(ans) + list(self.closing)
                 gen[b, a0 : self.length] = eos_id
                 gen[b, a0 : a0 + len(filled)] = torch.tensor(filled, dtype=torch.long)
         return gen, gen != mask_id
+
+
+    def _check_fits(self, answers: Sequence[Sequence[int]]) -> None:
+        for b, ans in enumerate(answers):
+            if len(ans) > self.answer_length:
+                raise ConfigError(
+                    f"gold answer {b} has {len(ans)} tokens but decoder.infill_answer_length={self.answer_length}; "
+                    "raise decoder.infill_answer_length"
+                )
+
+    def answer_targets(self, answers: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``targets`` (B, L) long, each row's gold answer ids at the start of the answer block (0 elsewhere),
+        and ``positions`` (B, L) bool, where they sit: what :func:`answer_log_likelihood` scores."""
+        self._check_fits(answers)
+        a0 = self.answer_start
+        targets = torch.zeros(len(answers), self.gen_length, dtype=torch.long)
+        positions = torch.zeros(len(answers), self.gen_length, dtype=torch.bool)
+        for b, ids in enumerate(answers):
+            targets[b, a0 : a0 + len(ids)] = torch.tensor(list(ids), dtype=torch.long)
+            positions[b, a0 : a0 + len(ids)] = True
+        return targets, positions
 
 
 def encode_answers(tokenizer: Any, answers: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
@@ -197,17 +214,10 @@ class AnswerLikelihood(DecodeCallback):
         self.template, self.answers = template, [list(a) for a in answers]
 
     def on_decode_start(self, state: DecodeState) -> None:
-        B, L = state.canvas.shape[0], self.template.gen_length
+        B = state.canvas.shape[0]
         if len(self.answers) != B:
             raise ValueError(f"AnswerLikelihood got {len(self.answers)} gold answers for a batch of {B} prompts")
-        a0, room = self.template.answer_start, self.template.answer_length
-        self._targets = torch.zeros(B, L, dtype=torch.long)
-        self._positions = torch.zeros(B, L, dtype=torch.bool)
-        for b, ids in enumerate(self.answers):
-            if len(ids) > room:
-                raise ConfigError(f"gold answer {b} has {len(ids)} tokens but decoder.infill_answer_length={room}")
-            self._targets[b, a0 : a0 + len(ids)] = torch.tensor(ids, dtype=torch.long)
-            self._positions[b, a0 : a0 + len(ids)] = True
+        self._targets, self._positions = self.template.answer_targets(self.answers)
         self._scores: list[torch.Tensor] = []
         self._unmasked: list[torch.Tensor] = []
 
@@ -244,15 +254,7 @@ def trace_answer_likelihood(
     device = next(lm.parameters()).device
     sequences = sequences.to(device)
     B, L = sequences.shape
-    a0 = template.answer_start
-    positions = torch.zeros(B, L, dtype=torch.bool, device=device)
-    targets = torch.zeros(B, L, dtype=torch.long, device=device)
-    for b, ids in enumerate(gold):
-        if len(ids) > template.answer_length:
-            raise ConfigError(f"gold answer {b} has {len(ids)} tokens but decoder.infill_answer_length="
-                              f"{template.answer_length}; raise decoder.infill_answer_length")
-        positions[b, a0 : a0 + len(ids)] = True
-        targets[b, a0 : a0 + len(ids)] = torch.tensor(ids, dtype=torch.long, device=device)
+    targets, positions = (t.to(device) for t in template.answer_targets(gold))
     region = sequences.masked_fill(positions, lm.mask_token_id)
     canvas = torch.cat([prompt_ids.to(device), region], 1)
     attn = torch.cat([prompt_mask.to(device).long(), torch.ones(B, L, dtype=torch.long, device=device)], 1)

@@ -1,7 +1,8 @@
 # Everyday commands. Each one sets up .venv first (scripts/setup.sh, a no-op once done).
 PY := .venv/bin/python
 
-.PHONY: setup quickstart test test-fast lint bench train-tiny train-tiny-all rl-study rl-report ablation temporal clean
+.PHONY: setup quickstart test test-fast lint bench train-tiny train-tiny-all rl-study rl-report ablation temporal early-exit \
+	answer-likelihood posterior-sft-study posterior-sft-report clean
 
 setup:
 	bash scripts/setup.sh
@@ -38,6 +39,20 @@ ablation: setup  ## the decoding ablation -> experiments/decoding_ablation/
 
 temporal: setup  ## the temporal-voting study -> experiments/temporal_voting/
 	$(PY) -m dllm_lab.cli.eval experiment=temporal_voting
+
+early-exit: setup  ## the early-exit study -> experiments/early_exit/
+	$(PY) -m dllm_lab.cli.eval experiment=early_exit
+
+answer-likelihood: setup  ## the answer-likelihood correlation study -> experiments/answer_likelihood/
+	$(PY) scripts/answer_likelihood_study.py
+
+posterior-sft-study: setup  ## the posterior SFT study: base model, 3 arms x 3 seeds, then its table
+	$(PY) -m dllm_lab.cli.eval experiment=psft_base
+	$(PY) -m dllm_lab.cli.train -m experiment=psft_posterior,psft_unfiltered,psft_gold seed=0,1,2
+	$(PY) -m dllm_lab.cli.posterior_report
+
+posterior-sft-report: setup  ## rebuild experiments/posterior_sft/results.md from the MLflow runs
+	$(PY) -m dllm_lab.cli.posterior_report
 
 rl-study: setup  ## the RL study: 4 arms x 3 seeds (Hydra multirun), then its table
 	$(PY) -m dllm_lab.cli.train -m experiment=rl_countdown,rl_tse,rl_tse_acc,rl_cj_grpo seed=0,1,2

@@ -170,3 +170,44 @@ def test_mask_probability_and_left_pad():
     torch.testing.assert_close(sample_mask_prob(torch.tensor([0.0, 1.0]), eps=1e-3), torch.tensor([1e-3, 1.0]))
     ids, mask = left_pad([[1, 2, 3], [4]], pad_id=0)
     assert ids.tolist() == [[1, 2, 3], [0, 0, 4]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_infill_layout_matches_the_decoding_template_and_never_targets_its_fixed_tokens(tiny_lm):
+    """Reasoning-as-infilling SFT: the laid-out response is the template that decoding pre-fills, with
+    the reference reasoning and answer in its two blocks; the pre-filled tokens are never a target."""
+
+    tok, eos = tiny_lm.tokenizer, tiny_lm.chat.eos_token_ids[0]
+    dm = TaskDataModule(tiny_lm.chat, tiny_lm.mask_token_id, tasks=["arith", "countdown", "sudoku4", "equations"],
+                        prompt_style="compact", infill_prob=0.5, infill_gen_lengths=[64, 80])
+    s = dm._stream(0, set())
+    items = [s.item(g) for g in range(120)]
+    laid_out = [it for it in items if "response_fixed" in it]
+    assert 30 < len(laid_out) < 70, "about half of the chat items"
+    assert all(it["task"] != "equations" for it in laid_out), "plain-text drills keep their layout"
+    for it in laid_out:
+        ids, fixed = it["response_ids"], it["response_fixed"]
+        template = next(t for t in dm.infill.templates if t.gen_length == len(ids))
+        canvas, prefilled = template.canvas(1, tiny_lm.mask_token_id, eos)
+        assert fixed == prefilled[0].tolist(), "fixed exactly where decoding pre-fills"
+        assert torch.equal(torch.tensor(ids)[prefilled[0]], canvas[0][prefilled[0]])
+        reference = get_task(it["task"], prompt_style="compact").reference_completion(it["example"])
+        head, _, rest = reference.rpartition(dm.infill.delimiter)
+        text = tok.decode([t for t, f in zip(ids, fixed, strict=True) if not f and t != eos])
+        assert text == head + rest.removesuffix(dm.infill.closing), "the reference reasoning, then its answer"
+    batch = SFTCollator(tiny_lm.mask_token_id, eos, seed=0)(laid_out[:8])
+    for b, it in enumerate(laid_out[:8]):
+        P, fixed = len(it["prompt_ids"]), torch.tensor(it["response_fixed"])
+        assert not batch["loss_mask"][b, P:P + len(fixed)][fixed].any()
+        assert not batch["loss_mask"][b, P + len(fixed):].any(), "the batch padding after the template is fixed too"
+    assert batch["loss_mask"].any()
+
+
+def test_an_infill_delimiter_the_completions_lack_fails_naming_it(tiny_lm):
+    from dllm_lab.errors import ConfigError
+
+    dm = TaskDataModule(tiny_lm.chat, tiny_lm.mask_token_id, tasks=["arith"], prompt_style="compact",
+                        infill_prob=1.0, infill_delimiter="The answer is ")
+    with pytest.raises(ConfigError, match="data.infill_delimiter"):
+        dm._stream(0, set()).item(0)
+    with pytest.raises(ConfigError, match="data.infill_prob"):
+        TaskDataModule(tiny_lm.chat, tiny_lm.mask_token_id, infill_prob=2.0)

@@ -31,7 +31,7 @@ def test_template_is_prefilled_and_never_changed(tiny_lm):
     committed = out.extras["trajectory"]["committed"]  # (S, B, L)
     assert not committed.any(0)[fixed].any() and (committed.sum(0)[~fixed] == 1).all()
     assert out.nfe == (~fixed[0]).sum()  # the last block's pre-filled tokens cost no step
-    assert "The answer is" in out.texts[0]
+    assert "</reasoning>\n<answer>\n\\boxed{" in out.texts[0], "the d1 answer format by default"
 
 
 def rec_committed(out):
@@ -68,8 +68,8 @@ def test_posterior_mode_keeps_the_gold_answer(tiny_lm):
     tpl = template_of(tiny_lm, cfg)
     a0 = tpl.answer_start
     gold = tiny_lm.tokenizer.encode("42", add_special_tokens=False)
-    assert out.sequences[0, a0 : a0 + len(gold) + 1].tolist() == gold + list(tpl.closing)
-    assert out.sequences[1, a0 : a0 + 4].tolist() == [26, 24, 26, *tpl.closing]
+    assert out.sequences[0, a0 : a0 + len(gold) + len(tpl.closing)].tolist() == gold + list(tpl.closing)
+    assert out.sequences[1, a0 : a0 + 3 + len(tpl.closing)].tolist() == [26, 24, 26, *tpl.closing]
     assert not rec_committed(out)[:, a0:].any()  # only the reasoning is decoded
     assert not (out.sequences == tiny_lm.mask_token_id).any()
     assert out.nfe == tpl.reasoning_length and "42}" in out.texts[0]

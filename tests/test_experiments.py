@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from hydra.errors import ConfigCompositionException
@@ -148,3 +149,44 @@ def test_decoder_presets_compose_with_every_field(compose_cfg, name):
 
     cfg = compose_cfg("eval", [f"decoder={name}", "decoder.seed=3"])
     assert dict(cfg.decoder) == {**load_decoder_preset(name), "seed": 3}
+
+
+def test_paired_bootstrap_resolves_a_real_shift_and_not_noise():
+    from dllm_lab.evaluation.stats import paired_bootstrap, seed_problem_bootstrap
+
+    rng = np.random.default_rng(0)
+    base = (rng.random(400) < 0.4).astype(float)
+    better = np.where(rng.random(400) < 0.2, 1.0, base)  # ~+0.12 on the same problems
+    shift = paired_bootstrap(better, base)
+    assert shift.resolved and 0.08 < shift.estimate < 0.16 and shift.low < shift.estimate < shift.high
+    same = paired_bootstrap(base, base)
+    assert (same.estimate, same.low, same.high) == (0.0, 0.0, 0.0) and not same.resolved
+    noise = paired_bootstrap(np.roll(base, 1), base)
+    assert not noise.resolved and "not resolved" in noise.cell()
+    seeds = seed_problem_bootstrap([better, base, better], base)
+    assert seeds.low < seeds.estimate < seeds.high and seeds.high - seeds.low > shift.high - shift.low
+    with pytest.raises(ValueError, match="equal, non-empty"):
+        paired_bootstrap([1.0], [1.0, 0.0])
+
+
+def test_a_sweep_compares_every_setting_with_its_baseline_on_the_same_problems(compose_cfg, tmp_path):
+    out = tmp_path / "sweep"
+    cfg = compose_cfg("eval", [
+        "experiment=decoding_ablation", "logger=none", f"sweep.output_dir={out}", "data.num_eval=6",
+        "data.eval_batch_size=6", "temporal.enabled=false", "sweep.decoders=[semi_ar,threshold,ee_loose]",
+        "sweep.gen_lengths=[32,64]", "~sweep.decoders_at", "+sweep.decoders_at={64: [semi_ar, ee_loose]}",
+        "+sweep.variants={ee_loose: {preset: infill_early_exit, early_exit_threshold: 5.0}}", "sweep.baseline=semi_ar",
+        "data.eval_tasks={arith: synthetic}"])
+    rows = run_eval(cfg)["rows"]
+    assert [(r["decoder"], r["gen_length"]) for r in rows] == [
+        ("semi_ar", 32), ("semi_ar", 64), ("threshold", 32), ("ee_loose", 32), ("ee_loose", 64)]
+    base = {r["gen_length"]: r for r in rows if r["decoder"] == "semi_ar"}
+    for r in rows:
+        assert r["delta_low"] <= r["delta"] <= r["delta_high"]
+        assert r["delta"] == pytest.approx(r["accuracy"] - base[r["gen_length"]]["accuracy"]), "same L, same problems"
+    assert all(r["delta"] == 0.0 for r in base.values())
+    ee = next(r for r in rows if r["decoder"] == "ee_loose" and r["gen_length"] == 64)
+    assert ee["nfe"] < base[64]["nfe"], "a loose threshold exits early"
+    text = (out / "results.md").read_text()
+    assert "vs semi_ar [95% CI]" in text and "paired bootstrap" in text
+    assert (out / "difference_vs_baseline.png").stat().st_size > 0

@@ -32,6 +32,7 @@ from dllm_lab.models import DiffusionLM, build_tiny_model, build_tokenizer, load
 from dllm_lab.models.tiny import task_corpus
 from dllm_lab.paths import config_dir, project_root
 from dllm_lab.rl import GRPOSettings
+from dllm_lab.rl.posterior import PosteriorSettings
 from dllm_lab.tasks import TASKS
 from dllm_lab.tasks.base import PROMPT_STYLES
 from dllm_lab.temporal import TemporalSettings
@@ -41,7 +42,7 @@ from dllm_lab.training.trainer import TrainerSettings
 
 log = logging.getLogger(__name__)
 
-ALGO_KINDS = ("sft", "grpo")
+ALGO_KINDS = ("sft", "grpo", "posterior_sft")
 MLFLOW_FACTORY = "dllm_lab.tracking.make_mlflow_logger"
 
 
@@ -68,6 +69,8 @@ class Job:
     algo_kind: str | None = None
     optim: OptimSettings | None = None
     grpo: GRPOSettings | None = None
+    posterior: PosteriorSettings | None = None
+    sampler: DecodeConfig | None = None  # posterior SFT's trace decoder
     sweep: SweepSettings | None = None
     ckpt_path: str | None = None
     export_dir: str | None = None
@@ -167,7 +170,8 @@ def build_job(cfg: DictConfig, stage: str) -> Job:
 def _train_settings(cfg: DictConfig, job: Job) -> None:
     algo = cfg.algo
     kind = algo.get("kind")
-    _check(kind in ALGO_KINDS, f"algo.kind={kind!r}: choose one of {ALGO_KINDS} (sft: MDLM SFT, grpo: GRPO family)")
+    _check(kind in ALGO_KINDS, f"algo.kind={kind!r}: choose one of {ALGO_KINDS} (sft: MDLM SFT, grpo: GRPO family, "
+                               "posterior_sft: posterior SFT)")
     job.algo_kind = kind
     job.optim = OptimSettings(
         lr=float(algo.lr), weight_decay=float(algo.weight_decay), betas=tuple(algo.betas),
@@ -187,6 +191,17 @@ def _train_settings(cfg: DictConfig, job: Job) -> None:
             max_grad_norm=None if algo.max_grad_norm is None else float(algo.max_grad_norm),
             sample_table_every=int(algo.sample_table_every), lora=_plain(algo.lora) if algo.get("lora") else None,
         )
+    if kind == "posterior_sft":
+        fields = PosteriorSettings.__dataclass_fields__
+        job.posterior = _settings(PosteriorSettings, {k: _plain(algo[k]) for k in algo if k in fields}, "algo")
+        sampler = {**load_decoder_preset(str(algo.sampler_preset)), **_plain(algo.get("sampler") or {})}
+        job.sampler = DecodeConfig.from_dict(sampler, prefix="algo.sampler")
+        _check(job.sampler.infill and job.sampler.posterior,
+               f"algo.sampler_preset={algo.sampler_preset}: posterior SFT samples reasoning given the gold answer; "
+               "use an infilling decoder with posterior=true (algo.sampler_preset=posterior)")
+        lacking = _without_gold_answers(cfg.data.tasks)
+        _check(not lacking, f"algo=posterior_sft conditions on each prompt's gold answer, and {lacking} has none "
+                            "(any valid expression is right); train on tasks with gold answers")
     job.ckpt_path = cfg.get("ckpt_path")
     job.export_dir = cfg.get("export_dir")
     job.eval_after_fit = bool(cfg.get("eval_after_fit"))
@@ -231,7 +246,7 @@ def build_datamodule(job: Job, lm: DiffusionLM) -> TaskDataModule:
     prompt batches for rollouts instead of noised SFT batches."""
     kwargs = dict(job.config["data"])
     kwargs["prompt_style"] = kwargs.get("prompt_style") or lm.prompt_style
-    train_mode = "prompts" if job.algo_kind == "grpo" else "sft"
+    train_mode = "prompts" if job.algo_kind in ("grpo", "posterior_sft") else "sft"
     return TaskDataModule(chat=lm.chat, mask_token_id=lm.mask_token_id, seed=job.seed, train_mode=train_mode,
                           train_examples=job.train_examples, **kwargs)
 
@@ -284,19 +299,40 @@ def scale_decoder(values: dict[str, Any], gen_length: int) -> dict[str, Any]:
 
 
 def build_sweep(sweep: DictConfig) -> SweepSettings:
-    """Every (preset, generation length) of ``sweep``, each validated before the first one is decoded."""
+    """Every (preset, generation length) of ``sweep``, each validated before the first one is decoded.
+
+    ``sweep.variants`` names settings that are a preset plus changes (``{ee_0.05: {preset: infill_early_exit,
+    early_exit_threshold: 0.05}}``), applied after the preset is moved to the sweep's length; a variant may fix
+    its own ``gen_length``. ``sweep.decoders_at`` restricts a length to some of the decoders (``{128: [semi_ar]}``).
+    ``sweep.baseline``: the decoder every other setting is compared with on the same problems.
+    """
     overrides = _plain(sweep.get("overrides") or {})
-    settings = []
+    variants = _plain(sweep.get("variants") or {})
+    decoders_at = {int(k): list(v) for k, v in (_plain(sweep.get("decoders_at") or {})).items()}
+    for length, names in decoders_at.items():
+        unknown = sorted(set(names) - set(sweep.decoders))
+        _check(not unknown, f"sweep.decoders_at.{length}: {unknown} not in sweep.decoders")
+    settings, seen = [], set()
     for name in sweep.decoders:
+        variant = dict(variants.get(name, {}))
+        preset = str(variant.pop("preset", name))
         for gen_length in sweep.gen_lengths:
-            values = {**scale_decoder(load_decoder_preset(name), gen_length), **overrides.get(name, {})}
+            if int(gen_length) in decoders_at and name not in decoders_at[int(gen_length)]:
+                continue
+            values = {**scale_decoder(load_decoder_preset(preset), gen_length), **overrides.get(name, {}), **variant}
+            key = (name, int(values["gen_length"]))
+            _check(key not in seen, f"sweep.variants.{name} fixes gen_length={key[1]}: use one sweep.gen_lengths entry")
+            seen.add(key)
             try:
-                settings.append(SweepSetting(name, int(gen_length), values, DecodeConfig.from_dict(values)))
+                settings.append(SweepSetting(name, key[1], values, DecodeConfig.from_dict(values)))
             except ConfigError as err:
                 raise ConfigError(f"sweep setting decoder={name}, gen_length={gen_length}: {err}") from None
+    baseline = sweep.get("baseline")
+    _check(baseline is None or baseline in sweep.decoders,
+           f"sweep.baseline={baseline!r} is not in sweep.decoders={list(sweep.decoders)}")
     output_dir = sweep.get("output_dir")
     return SweepSettings(tuple(settings), Path(output_dir) if output_dir else None,
-                         bool(sweep.get("temporal_report", False)))
+                         bool(sweep.get("temporal_report", False)), baseline)
 
 
 # -- validation helpers -----------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from dllm_lab.decoding.infill import InfillTemplate
+from dllm_lab.errors import ConfigError
 from dllm_lab.models.chat import left_pad
 
 
@@ -39,6 +41,10 @@ class SFTCollator:
     occurrence of that token in the response instead (uniformly, as before, when there is none): the
     block then opens on a reasoning line's result, whose operands are clean and whose later copies are
     masked, so it can only be computed, in the context the task's decoding will see.
+
+    An item may carry ``response_fixed`` (one bool per response token): the tokens that decoding pre-fills
+    (the delimiter, closing and EOS tail of the reasoning-as-infilling template, :class:`InfillLayout`).
+    They, and the batch padding after them, are never masked and never a target.
 
     Returns (``B`` sequences, ``N`` tokens): ``input_ids`` (B, N) noised; ``labels`` (B, N) clean;
     ``loss_mask`` (B, N) bool, masked response tokens; ``p_mask`` (B, N), each token's masking
@@ -80,6 +86,9 @@ class SFTCollator:
             labels[b, : len(p)] = torch.as_tensor(p)
             labels[b, len(p) : len(p) + len(r)] = torch.as_tensor(r)
             is_response[b, len(p) :] = True
+            if "response_fixed" in it:
+                is_response[b, len(p) : len(p) + len(r)] = ~torch.as_tensor(it["response_fixed"], dtype=torch.bool)
+                is_response[b, len(p) + len(r) :] = False
             gen = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}-{it['key']}".encode()))
             p_seq = sample_mask_prob(torch.rand((), generator=gen), self.eps)
             noise[b] = torch.rand(total, generator=gen)
@@ -100,6 +109,52 @@ class SFTCollator:
             "p_mask": p_mask,
             "response_lengths": is_response.sum(1),
         }
+
+
+@dataclass(frozen=True)
+class InfillLayout:
+    """SFT in the reasoning-as-infilling layout (No Compute Left Behind; docs/methods.md): a share ``prob``
+    of the reference completions is laid out as the decoding template of a generation length drawn from
+    those in ``templates`` that fit (:meth:`InfillTemplate.training_row`), so that a model learns to
+    reason into a fixed budget, with the answer block after it, next to the plain layout. A completion
+    that fits no template keeps the plain layout."""
+
+    templates: tuple[InfillTemplate, ...]
+    prob: float
+    delimiter: str
+    closing: str
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.prob <= 1.0:
+            raise ConfigError(f"data.infill_prob={self.prob} must be a probability in [0, 1]")
+
+    @classmethod
+    def build(cls, tokenizer: Any, prob: float, gen_lengths: list[int], answer_length: int, delimiter: str,
+              closing: str) -> InfillLayout:
+        encode = lambda text: tuple(tokenizer.encode(text, add_special_tokens=False)) if text else ()  # noqa: E731
+        delim, close = encode(delimiter), encode(closing)
+        templates = tuple(
+            InfillTemplate(n, n - len(delim) - answer_length - len(close), delim, answer_length, close)
+            for n in sorted(gen_lengths)
+        )
+        return cls(templates, prob, delimiter, closing)
+
+    def response(self, completion: str, tokenize: Any, eos_id: int, rng: random.Random,
+                 ) -> tuple[list[int], list[bool]] | None:
+        """``(ids, fixed)`` of ``completion`` in a template drawn with ``rng``, or ``None`` (plain layout)."""
+        if rng.random() >= self.prob:
+            return None
+        head, sep, rest = completion.rpartition(self.delimiter)
+        answer, sep2, tail = rest.rpartition(self.closing)
+        if not sep or not sep2 or tail.strip():
+            raise ConfigError(
+                f"data.infill_delimiter={self.delimiter!r} / data.infill_closing={self.closing!r} do not occur in "
+                f"the reference completion {completion[-80:]!r}; set them to the task's answer format"
+            )
+        reasoning, answer_ids = tokenize(head), tokenize(answer)
+        rows = [t.training_row(reasoning, answer_ids, eos_id) for t in self.templates]
+        fitting = [row for row in rows if row is not None]
+        return rng.choice(fitting) if fitting else None
 
 
 @dataclass

@@ -11,11 +11,12 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from dllm_lab.data.collate import PromptCollator, SFTCollator
+from dllm_lab.data.collate import InfillLayout, PromptCollator, SFTCollator
 from dllm_lab.data.sources import SYNTHETIC, FileExamples, HubExamples
 from dllm_lab.errors import ConfigError
 from dllm_lab.models.chat import ChatFormat
 from dllm_lab.tasks import Task, get_task
+from dllm_lab.tasks.base import D1_ANSWER_CLOSE, D1_ANSWER_OPEN
 from dllm_lab.tasks.sources import is_local_source, load_examples
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class TaskMixtureStream(IterableDataset):
         seed: int = 0,
         exclude: set[str] | None = None,
         sources: dict[str, Any] | None = None,
+        infill: InfillLayout | None = None,
     ) -> None:
         if len(tasks) != len(weights) or not tasks:
             raise ValueError("data.tasks and data.weights must be non-empty and of equal length")
@@ -76,6 +78,7 @@ class TaskMixtureStream(IterableDataset):
         self.chat, self.collator = chat, collator
         self.batch_size, self.seed = batch_size, seed
         self.exclude = exclude or set()
+        self.infill = infill
         self.start_batch = 0
         self._scan: dict[str, tuple[int, list[int]]] = {}  # per count kind: (next sample, draws per task)
 
@@ -112,7 +115,16 @@ class TaskMixtureStream(IterableDataset):
         item = {"key": g, "prompt_ids": self.chat.prompt_ids(prompt, task.chat_template), "example": example,
                 "task": task.name, "prompt": prompt}
         if isinstance(self.collator, SFTCollator):
-            item["response_ids"] = self.chat.response_ids(task.reference_completion(example))
+            completion = task.reference_completion(example)
+            laid_out = None
+            if self.infill is not None and task.chat_template:  # plain-text drills keep their layout
+                tokenize = lambda text: self.chat.tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+                laid_out = self.infill.response(completion, tokenize, self.chat.eos_token_ids[0],
+                                                random.Random(f"infill-{self.seed}-{g}"))
+            if laid_out is None:
+                item["response_ids"] = self.chat.response_ids(completion)
+            else:
+                item["response_ids"], item["response_fixed"] = laid_out
         return item
 
     def batch(self, global_batch: int) -> dict[str, Any]:
@@ -184,6 +196,11 @@ class TaskDataModule(L.LightningDataModule):
         block_noise_prob: float = 0.0,
         block_noise_length: int = 16,
         block_noise_cut: str | None = None,
+        infill_prob: float = 0.0,
+        infill_gen_lengths: Sequence[int] = (64, 80, 128),
+        infill_answer_length: int = 16,
+        infill_delimiter: str = D1_ANSWER_OPEN,
+        infill_closing: str = D1_ANSWER_CLOSE,
         train_mode: str = "sft",
         task_options: dict[str, dict[str, Any]] | None = None,
         train_sources: dict[str, str] | None = None,
@@ -211,6 +228,8 @@ class TaskDataModule(L.LightningDataModule):
             block_cut_token_id=_single_token_id(chat.tokenizer, block_noise_cut) if block_noise_cut else None,
             seed=seed,
         )
+        self.infill = InfillLayout.build(chat.tokenizer, infill_prob, list(infill_gen_lengths), infill_answer_length,
+                                         infill_delimiter, infill_closing) if infill_prob > 0 else None
         if train_mode not in ("sft", "prompts"):
             raise ValueError(f"data.train_mode={train_mode!r}: choose 'sft' (noised SFT batches) or 'prompts' (RL)")
         self.train_mode = train_mode
@@ -246,7 +265,7 @@ class TaskDataModule(L.LightningDataModule):
         tasks = [get_task(n, prompt_style=self.prompt_style, **self.task_options.get(n, {})) for n in self.task_names]
         collator = self.collator if self.train_mode == "sft" else PromptCollator(self.chat.eos_token_ids[0])
         return TaskMixtureStream(tasks, self.weights, self.chat, collator, self.batch_size, seed, exclude,
-                                 self.real_sources(tasks, seed, exclude))
+                                 self.real_sources(tasks, seed, exclude), self.infill)
 
     def real_sources(self, tasks: Sequence[Task], seed: int, exclude: set[str]) -> dict[str, Any]:
         """The training tasks' real example sources (a local file is read and validated once per DataModule)."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from dllm_lab.errors import ConfigError
+from dllm_lab.tasks.base import D1_ANSWER_CLOSE, D1_ANSWER_OPEN
 
 SCORERS = ("low_confidence", "margin", "entropy", "random")
 SCHEDULES = ("linear", "ascending", "origin")
@@ -91,9 +92,9 @@ class DecodeConfig:
     seed: int | None = None
     infill: bool = False
     infill_reasoning_length: int | None = None
-    infill_answer_length: int = 10
-    infill_delimiter: str = "The answer is \\boxed{"
-    infill_closing: str = "}"
+    infill_answer_length: int = 16
+    infill_delimiter: str = D1_ANSWER_OPEN
+    infill_closing: str = D1_ANSWER_CLOSE
     early_exit: bool = False
     early_exit_threshold: float = 0.1
     early_exit_reduction: str = "max"

@@ -94,6 +94,22 @@ class InfillTemplate:
         return gen, gen != mask_id
 
 
+    def training_row(
+        self, reasoning: Sequence[int], answer: Sequence[int], eos_id: int
+    ) -> tuple[list[int], list[bool]] | None:
+        """A reference completion laid out as this template for SFT: ``reasoning + EOS fill | delimiter |
+        answer + EOS fill | closing | EOS`` (``gen_length`` ids) and which of them are pre-filled at decode
+        time (delimiter, closing and the EOS tail: never masked, never a target). ``None`` when the
+        reasoning or the answer does not fit its block."""
+        R, A = self.reasoning_length, self.answer_length
+        if len(reasoning) > R or len(answer) > A:
+            return None
+        ids = [*reasoning, *[eos_id] * (R - len(reasoning)), *self.delimiter, *answer, *[eos_id] * (A - len(answer)),
+               *self.closing]
+        fixed = [False] * R + [True] * len(self.delimiter) + [False] * A + [True] * len(self.closing)
+        tail = self.gen_length - len(ids)
+        return ids + [eos_id] * tail, fixed + [True] * tail
+
     def _check_fits(self, answers: Sequence[Sequence[int]]) -> None:
         for b, ans in enumerate(answers):
             if len(ans) > self.answer_length:
@@ -261,3 +277,23 @@ def trace_answer_likelihood(
     logits = lm.logits(canvas, attn)[:, prompt_ids.shape[1] :].float()
     logits[..., lm.mask_token_id] = float("-inf")  # as in decoding: the mask token is never an answer
     return answer_log_likelihood(logits, targets, positions).cpu()
+
+
+def trace_records(
+    lm: Any, config: DecodeConfig, out: DecodeOutput, prompt_mask: torch.Tensor, answers: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Per row of a posterior decode ``p(r | c, a*)``: the reasoning text, its answer log-likelihood (one
+    forward pass with the given answer block masked again: the pass the decode itself never makes), its
+    token count, whether the reasoning block ``ended`` (holds an end token, so the trace did not run out of
+    budget) and whether it still ``has_mask``."""
+    scores = trace_answer_likelihood(lm, config, out.sequences, out.prompt_ids, prompt_mask, answers)
+    R = InfillTemplate.from_config(config, lm.tokenizer).reasoning_length
+    ends, mask_id = {int(t) for t in lm.end_token_ids}, int(lm.mask_token_id)
+    rows = []
+    for b in range(len(answers)):
+        block = [int(t) for t in out.sequences[b, :R].tolist()]
+        reasoning = [t for t in block if t not in ends and t != mask_id]
+        rows.append({"reasoning": lm.tokenizer.decode(reasoning, skip_special_tokens=True), "answer": answers[b],
+                     "answer_ll": float(scores[b]), "reasoning_tokens": len(reasoning),
+                     "ended": any(t in ends for t in block), "has_mask": mask_id in block})
+    return rows

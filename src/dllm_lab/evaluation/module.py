@@ -15,7 +15,7 @@ import lightning as L
 import torch
 
 from dllm_lab.decoding import DecodeCallback, DecodeConfig, SpeedMeter, decode
-from dllm_lab.evaluation.posterior import trace_records
+from dllm_lab.decoding.infill import trace_records
 from dllm_lab.models.adapter import DiffusionLM
 from dllm_lab.tasks import get_task
 from dllm_lab.temporal import (
@@ -170,8 +170,20 @@ class EvalModule(L.LightningModule):
         if self.traces and (logger is not None or self.output_dir is not None):
             with tempfile.TemporaryDirectory() as tmp:
                 self.write_traces(self.output_dir or Path(tmp), logger)
+        if self.output_dir is not None:
+            self.write_predictions(self.output_dir)
         if logger is not None:
             self.log_artifacts(logger)
+
+    def write_predictions(self, out_dir: Path) -> None:
+        """``predictions/<task>.jsonl`` under ``out_dir``: one line per sample (what paired comparisons read)."""
+        import json
+
+        for name in self.task_names:
+            rows = sorted((p for p in self.predictions if p["task"] == name), key=lambda p: p["sample_id"])
+            path = out_dir / "predictions" / f"{name}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
 
     def write_traces(self, out_dir: Path, logger=None) -> None:
         """``posterior/<task>.parquet``: prompt, reasoning, gold answer, answer log-likelihood per sample, a

@@ -29,6 +29,7 @@ from dllm_lab.data import TaskDataModule
 from dllm_lab.decoding import DecodeCallback, DecodeConfig
 from dllm_lab.evaluation.evaluate import evaluate_decoder
 from dllm_lab.evaluation.report import temporal_table
+from dllm_lab.evaluation.stats import Interval, paired_bootstrap
 from dllm_lab.models.adapter import DiffusionLM
 from dllm_lab.temporal import TEMPORAL_TAG, TemporalSettings, read_records
 from dllm_lab.tracking import flatten, log_file, log_table, log_text, set_tag
@@ -50,41 +51,127 @@ class SweepSetting:
 @dataclass(frozen=True)
 class SweepSettings:
     """The ``sweep`` block: every setting (validated before any is decoded), where the combined outputs
-    go (``None``: MLflow only), and whether to add the temporal-voting report."""
+    go (``None``: MLflow only), whether to add the temporal-voting report, and the ``baseline`` decoder that
+    every setting is compared with on the same problems (a paired bootstrap 95% interval), at the same
+    length when it ran there, else at its first length."""
 
     settings: tuple[SweepSetting, ...]
     output_dir: Path | None = None
     temporal_report: bool = False
+    baseline: str | None = None
+
+
+def _delta_cell(r: dict[str, Any], key: str = "delta") -> str:
+    if f"{key}_low" not in r:
+        return "-"
+    return Interval(r[key], r[f"{key}_low"], r[f"{key}_high"]).cell()
 
 
 def sweep_table(rows: list[dict[str, Any]]) -> str:
-    """Markdown: one line per (decoder, L, task) with accuracy, NFE and tokens/s."""
-    lines = ["| decoder | L | task | accuracy | NFE | tokens/s |", "|---|---:|---|---:|---:|---:|"]
+    """Markdown: one line per (decoder, L, task) with accuracy, its difference from the baseline (when the
+    sweep has one), NFE and tokens/s."""
+    paired = any("delta_low" in r for r in rows)
+    head = "| decoder | L | task | accuracy |" + (f" vs {rows[0]['baseline']} [95% CI] |" if paired else "")
+    lines = [head + " NFE | tokens/s |", "|---|---:|---|---:|" + ("---:|" if paired else "") + "---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['decoder']} | {r['gen_length']} | {r['task']} | {r['accuracy']:.3f} | "
+        delta = f" {_delta_cell(r)} |" if paired else ""
+        lines.append(f"| {r['decoder']} | {r['gen_length']} | {r['task']} | {r['accuracy']:.3f} |{delta} "
                      f"{r['nfe']:.1f} | {r['tokens_per_s']:.0f} |")
     return "\n".join(lines)
 
 
-def summary_table(rows: list[dict[str, Any]]) -> str:
-    """Markdown: one line per (decoder, L) with each task's accuracy, their mean, and the mean NFE and tokens/s."""
+def summary_table(rows: list[dict[str, Any]], means: dict[tuple[str, int], dict[str, float]] | None = None) -> str:
+    """Markdown: one line per (decoder, L) with each task's accuracy, their mean (and its difference from the
+    baseline, ``means``), and the mean NFE and tokens/s."""
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     settings: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
     for r in rows:
         settings.setdefault((r["decoder"], r["gen_length"]), {})[r["task"]] = r
-    lines = ["| decoder | L | " + " | ".join(tasks) + " | mean accuracy | NFE | tokens/s |",
-             "|---|---:|" + "---:|" * (len(tasks) + 3)]
+    paired = bool(means)
+    baseline = f" vs {rows[0]['baseline']} [95% CI] |" if paired else ""
+    lines = ["| decoder | L | " + " | ".join(tasks) + f" | mean accuracy |{baseline} NFE | tokens/s |",
+             "|---|---:|" + "---:|" * (len(tasks) + 3 + paired)]
     for (decoder, gen_length), by_task in settings.items():
         cells = [f"{by_task[t]['accuracy']:.3f}" if t in by_task else "-" for t in tasks]
         acc, nfe, speed = (sum(r[k] for r in by_task.values()) / len(by_task)
                            for k in ("accuracy", "nfe", "tokens_per_s"))
-        lines.append(f"| {decoder} | {gen_length} | " + " | ".join(cells) + f" | {acc:.3f} | {nfe:.1f} | {speed:.0f} |")
+        delta = f" {_delta_cell((means or {}).get((decoder, gen_length), {}))} |" if paired else ""
+        lines.append(f"| {decoder} | {gen_length} | " + " | ".join(cells) + f" | {acc:.3f} |{delta} {nfe:.1f} | "
+                     f"{speed:.0f} |")
     return "\n".join(lines)
 
 
-def results_markdown(rows: list[dict[str, Any]]) -> str:
+def results_markdown(rows: list[dict[str, Any]], means: dict[tuple[str, int], dict[str, float]] | None = None) -> str:
     """``results.md``: the per-setting summary, then every (decoder, L, task) row."""
-    return f"## Summary\n\n{summary_table(rows)}\n\n## Per task\n\n{sweep_table(rows)}\n"
+    note = ""
+    if means:
+        note = (f"\n\nDifferences are against `{rows[0]['baseline']}` on the same problems (at the same L when it ran "
+                "there, else at its first L): mean and a paired bootstrap 95% interval (10,000 resamples of the "
+                "problems; the mean column pools every task's problems). \"not resolved\": the interval covers 0.")
+    return f"## Summary\n\n{summary_table(rows, means)}{note}\n\n## Per task\n\n{sweep_table(rows)}\n"
+
+
+def paired_differences(
+    rows: list[dict[str, Any]], records_dirs: dict[tuple[str, int], Path], baseline: str
+) -> dict[tuple[str, int], dict[str, float]]:
+    """Add ``delta``, ``delta_low``, ``delta_high`` (accuracy minus the baseline's on the same problems) to
+    every row, from the settings' ``predictions/<task>.jsonl``; return the same for each setting's mean over
+    tasks (the problems of every task pooled)."""
+    lengths = [L for (name, L) in records_dirs if name == baseline]
+    correct = {key: {} for key in records_dirs}
+    for key, folder in records_dirs.items():
+        for path in sorted((folder / "predictions").glob("*.jsonl")):
+            lines = [json.loads(line) for line in path.read_text().splitlines() if line]
+            correct[key][path.stem] = {p["sample_id"]: float(p["correct"]) for p in lines}
+    means = {}
+    for key in records_dirs:
+        base = (baseline, key[1]) if key[1] in lengths else (baseline, lengths[0])
+        pooled_a, pooled_b = [], []
+        for r in rows:
+            if (r["decoder"], r["gen_length"]) != key:
+                continue
+            r["baseline"] = baseline
+            mine, theirs = correct[key].get(r["task"], {}), correct[base].get(r["task"], {})
+            ids = sorted(set(mine) & set(theirs))
+            if not ids:
+                continue
+            a, b = [mine[i] for i in ids], [theirs[i] for i in ids]
+            interval = paired_bootstrap(a, b)
+            r.update(delta=interval.estimate, delta_low=interval.low, delta_high=interval.high)
+            pooled_a += a
+            pooled_b += b
+        if pooled_a:
+            interval = paired_bootstrap(pooled_a, pooled_b)
+            means[key] = {"delta": interval.estimate, "delta_low": interval.low, "delta_high": interval.high}
+    return means
+
+
+def plot_differences(rows: list[dict[str, Any]], path: Path) -> None:
+    """Each setting's accuracy difference from the baseline with its 95% interval, one panel per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if "delta_low" in r]
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    labels = list(dict.fromkeys(f"{r['decoder']} L{r['gen_length']}" for r in rows))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 0.28 * len(labels) + 1.2), squeeze=False,
+                             sharey=True)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for r in (r for r in rows if r["task"] == task):
+            y = labels.index(f"{r['decoder']} L{r['gen_length']}")
+            resolved = r["delta_low"] > 0 or r["delta_high"] < 0
+            ax.errorbar(r["delta"], y, xerr=[[r["delta"] - r["delta_low"]], [r["delta_high"] - r["delta"]]],
+                        fmt="o", ms=3, color="C0" if resolved else "gray", capsize=2)
+        ax.axvline(0, color="black", lw=0.6)
+        ax.set_title(task)
+        ax.set_xlabel(f"accuracy - {rows[0]['baseline']} (95% CI)")
+    axes[0][0].set_yticks(range(len(labels)), labels, fontsize=7)
+    axes[0][0].invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def plot_accuracy_vs_nfe(rows: list[dict[str, Any]], path: Path) -> None:
@@ -140,7 +227,10 @@ def run_sweep(
         for task, r in results.items():
             rows.append({"decoder": name, "gen_length": gen_length, "task": task, **r})
         log.info("sweep: %s L=%d done", name, gen_length)
-    table = results_markdown(rows)
+    means = None
+    if sweep.baseline is not None and rank_zero_only.rank == 0:
+        means = paired_differences(rows, records_dirs, sweep.baseline)
+    table = results_markdown(rows, means)
     out_dir = sweep.output_dir
     result: dict[str, Any] = {"rows": rows, "table": table}
     if rank_zero_only.rank == 0:
@@ -189,12 +279,18 @@ def _write_outputs(rows: list[dict[str, Any]], table: str, out_dir: Path | None,
     with tempfile.TemporaryDirectory() as tmp:
         plot = Path(tmp) / "accuracy_vs_nfe.png"
         plot_accuracy_vs_nfe(rows, plot)
+        plots = [plot]
+        if any("delta_low" in r for r in rows):
+            plots.append(Path(tmp) / "difference_vs_baseline.png")
+            plot_differences(rows, plots[-1])
         if parent is not None:
             log_text(parent, table, "results.md")
             log_table(parent, rows, "results.json")
-            log_file(parent, plot)
+            for path in plots:
+                log_file(parent, path)
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / "results.md").write_text(table)
             (out_dir / "results.json").write_text(json.dumps(rows, indent=1))
-            (out_dir / "accuracy_vs_nfe.png").write_bytes(plot.read_bytes())
+            for path in plots:
+                (out_dir / path.name).write_bytes(path.read_bytes())

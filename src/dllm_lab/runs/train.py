@@ -23,6 +23,7 @@ from dllm_lab.training.callbacks import (
 from dllm_lab.training.checkpoints import load_checkpoint
 from dllm_lab.training.grpo import GRPOModule
 from dllm_lab.training.mdlm import MDLMModule
+from dllm_lab.training.posterior_sft import PosteriorSFTModule
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -70,7 +71,12 @@ def run_train(cfg: DictConfig, callbacks: list | None = None) -> dict[str, Any]:
 
 
 def build_module(job: Job, lm: DiffusionLM) -> L.LightningModule:
-    """:class:`MDLMModule` for ``algo.kind=sft``, :class:`GRPOModule` for ``grpo``."""
+    """:class:`MDLMModule` for ``algo.kind=sft``, :class:`GRPOModule` for ``grpo``, :class:`PosteriorSFTModule`
+    for ``posterior_sft``."""
+    if job.algo_kind == "posterior_sft":
+        assert job.posterior is not None and job.sampler is not None
+        return PosteriorSFTModule(lm, job.posterior, job.sampler, job.decoder.replace(temperature=0.0), job.optim,
+                                  job.seed, job.config)
     if job.algo_kind == "grpo":
         assert job.grpo is not None
         return GRPOModule(lm, job.grpo, job.decoder, job.decoder.replace(temperature=0.0), job.optim, job.temporal,

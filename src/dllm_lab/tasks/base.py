@@ -28,11 +28,14 @@ D1_SYSTEM_PROMPT = (
     "<answer>\n\\boxed{...}\n</answer>"
 )
 PROMPT_STYLES = ("d1", "compact")
+# What separates the reasoning from the answer, and what closes it: the infilling template's defaults.
+D1_ANSWER_OPEN = "</reasoning>\n<answer>\n\\boxed{"
+D1_ANSWER_CLOSE = "}\n</answer>"
 
 
 def format_completion(reasoning: str, answer: str) -> str:
     """The reference completion in d1 format; the embedded model is trained on exactly this shape."""
-    return f"<reasoning>\n{reasoning}\n</reasoning>\n<answer>\n\\boxed{{{answer}}}\n</answer>"
+    return f"<reasoning>\n{reasoning}\n{D1_ANSWER_OPEN}{answer}{D1_ANSWER_CLOSE}"
 
 
 _BRACES = re.compile(r"\\boxed\{|[{}]")

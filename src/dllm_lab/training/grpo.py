@@ -30,28 +30,16 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
-from dllm_lab.decoding import DecodeConfig, decode
+from dllm_lab.decoding import DecodeConfig
 from dllm_lab.models.adapter import DiffusionLM
 from dllm_lab.rl import GRPOSettings, Rollout, policy_loss, rollout
-from dllm_lab.tasks import Task, get_task
 from dllm_lab.temporal import TemporalSettings
 from dllm_lab.training.optim import OptimSettings, build_optimizer
+from dllm_lab.training.validation import TaskCache, log_greedy_accuracy
 
 # A checkpoint after training_step holds the state after all mu updates of the rollout, which is what resuming
 # needs (tested); Lightning's advice to save the pre-update state does not apply.
 warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
-
-
-class _Tasks(dict):
-    """Task objects by name, made on first use in the model's prompt style."""
-
-    def __init__(self, lm: DiffusionLM) -> None:
-        super().__init__()
-        self.lm = lm
-
-    def __missing__(self, name: str) -> Task:
-        self[name] = task = get_task(name, model=self.lm)
-        return task
 
 
 class GRPOModule(L.LightningModule):
@@ -103,7 +91,7 @@ class GRPOModule(L.LightningModule):
         elif settings.beta > 0:
             self._frozen_ref.append(copy.deepcopy(lm).eval().requires_grad_(False))
         self.train()
-        self.tasks = _Tasks(lm)
+        self.tasks = TaskCache(lm)
         self.last_rollout: Rollout | None = None  # for callbacks and notebooks
 
     @property
@@ -228,9 +216,4 @@ class GRPOModule(L.LightningModule):
 
     # -- validation: greedy accuracy on the held-out sets --------------------------------------------------
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        name = batch["tasks"][0]
-        out = decode(self.lm, batch["prompt_ids"], self.eval_decoder, (), batch["attention_mask"])
-        task = self.tasks[name]
-        correct = [task.is_correct(c, e) for c, e in zip(out.texts, batch["examples"], strict=True)]
-        self.log(f"val/{name}/accuracy", sum(correct) / max(1, len(correct)), batch_size=len(correct),
-                 sync_dist=True, add_dataloader_idx=False)
+        log_greedy_accuracy(self, batch, self.eval_decoder, self.tasks)

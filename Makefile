@@ -24,12 +24,14 @@ bench: setup  ## every benchmark table (training throughput, decoding, RL step)
 	$(PY) benchmarks/decoding.py
 	$(PY) benchmarks/rl_step.py
 
-train-tiny: setup  ## stages 3a, 3b and 4 of the embedded model from the kept stage 2 (~45 min on 2 CPU cores)
+train-tiny: setup  ## stages 3a, 3b, 4 and 5 of the embedded model from the kept stage 2 (~75 min on 2 CPU cores)
 	$(PY) -m dllm_lab.cli.train experiment=tiny_arith
 	$(PY) -m dllm_lab.cli.train experiment=tiny_arith_context
 	$(PY) -m dllm_lab.cli.train experiment=tiny_mix
+	$(PY) -m dllm_lab.cli.train experiment=tiny_infill
+	$(PY) -m dllm_lab.cli.train experiment=tiny_infill_80
 
-train-tiny-all: setup  ## every stage from scratch (~3.5 h on 2 CPU cores)
+train-tiny-all: setup  ## every stage from scratch (~4 h on 2 CPU cores)
 	$(PY) -m dllm_lab.cli.train experiment=tiny_pretrain
 	$(PY) -m dllm_lab.cli.train experiment=tiny_finetune
 	$(MAKE) train-tiny

@@ -2,13 +2,16 @@
 
 Overhead = wall time minus time spent inside model forward passes, as a share of the wall time: what the
 engine itself costs (scoring, selection, bookkeeping, callbacks). Extra rows measure the trajectory
-recorder and the temporal callback (TCV/TSE parsing) against plain semi-AR decoding at the same batch.
+recorder and the temporal callback (TCV/TSE parsing) against plain semi-AR decoding at the same batch, and
+No Compute Left Behind's pieces: the answer-likelihood callback against the same infilling decode without
+it, and posterior sampling (gold answer pre-filled, plus the one pass that scores each finished trace)
+against plain semi-AR. "passes" counts the model's forward calls per decode.
 
     python benchmarks/decoding.py [--batches 1 32] [--reps 3] [--presets semi_ar threshold ...] [--threads 2]
 
-Targets (issues 3 and 4): overhead <= 10% at batch 32; trajectory recorder <= +5% wall; temporal
-callback <= +5% wall with zero extra forward passes. Prints a Markdown table; writes
-benchmarks/results/decoding.json.
+Targets (issues 3, 4 and 15): overhead <= 10% at batch 32; trajectory recorder <= +5% wall; temporal
+callback <= +5% wall with zero extra forward passes; the answer-likelihood callback adds no forward pass.
+Prints a Markdown table; writes benchmarks/results/decoding.json.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from pathlib import Path
 
 import torch
 
-from dllm_lab.decoding import DecodeConfig, TrajectoryRecorder, decode
+from dllm_lab.decoding import DecodeConfig, InfillTemplate, TrajectoryRecorder, decode
+from dllm_lab.decoding.infill import AnswerLikelihood, encode_answers, trace_records
 from dllm_lab.factory import load_decoder_preset
-from dllm_lab.models import load_model
+from dllm_lab.models import left_pad, load_model
 from dllm_lab.paths import config_dir, project_root
 from dllm_lab.tasks import get_task
 from dllm_lab.temporal import TemporalCallback
@@ -44,19 +48,44 @@ class ForwardTimer:
         return out
 
 
-def measure(lm, timer, prompts, cfg, reps, make_callbacks=lambda: []):
-    walls, model_s, nfe = [], [], None
-    decode(lm, prompts, cfg, make_callbacks())  # warm-up
+def measure(lm, timer, prompts, cfg, reps, make_callbacks=lambda: [], answers=None, after=None):
+    """Median wall, NFE per sample, forward passes per decode, tokens/s and overhead; ``after(out)`` runs
+    inside the timed region (the trace score of posterior sampling)."""
+    walls, model_s, nfe, passes = [], [], None, 0
+    decode(lm, prompts, cfg, make_callbacks(), answers=answers)  # warm-up
     for _ in range(reps):
-        timer.seconds = 0.0
+        timer.seconds, timer.calls = 0.0, 0
         start = time.perf_counter()
-        out = decode(lm, prompts, cfg, make_callbacks())
+        out = decode(lm, prompts, cfg, make_callbacks(), answers=answers)
+        if after is not None:
+            after(out)
         walls.append(time.perf_counter() - start)
         model_s.append(timer.seconds)
-        nfe = float(out.nfe_per_sample.float().mean())
+        nfe, passes = float(out.nfe_per_sample.float().mean()), timer.calls
     wall = statistics.median(walls)
     overhead = statistics.median((w - m) / w for w, m in zip(walls, model_s, strict=True))
-    return {"wall_s": wall, "nfe": nfe, "tokens_per_s": len(prompts) * cfg.gen_length / wall, "overhead": overhead}
+    return {"wall_s": wall, "nfe": nfe, "passes": passes, "tokens_per_s": len(prompts) * cfg.gen_length / wall,
+            "overhead": overhead}
+
+
+def ncl_rows(lm, timer, task, examples, prompts, semi_ar_row, reps) -> list[dict]:
+    """The answer-likelihood callback vs the same infilling decode, and posterior sampling vs semi-AR."""
+    batch = len(prompts)
+    infill = DecodeConfig.from_dict(load_decoder_preset("infill_early_exit")).replace(early_exit=False)
+    template = InfillTemplate.from_config(infill, lm.tokenizer)
+    gold = [task.gold_answer_text(e) for e in examples]
+    gold_ids = encode_answers(lm.tokenizer, gold)
+    plain = {"setting": "infill (no exit)", "batch": batch, **measure(lm, timer, prompts, infill, reps)}
+    scored = {"setting": "infill + answer-likelihood callback", "batch": batch,
+              **measure(lm, timer, prompts, infill, reps, lambda: [AnswerLikelihood(template, gold_ids)])}
+    scored["extra_wall"] = scored["wall_s"] / plain["wall_s"] - 1
+    posterior = DecodeConfig.from_dict(load_decoder_preset("posterior"))
+    ids, mask = left_pad([lm.chat.prompt_ids(p, task.chat_template) for p in prompts], lm.pad_token_id)
+    sampled = {"setting": "posterior sampling + trace score", "batch": batch,
+               **measure(lm, timer, ids, posterior, reps, answers=gold,
+                         after=lambda out: trace_records(lm, posterior, out, mask, gold))}
+    sampled["extra_wall"] = sampled["wall_s"] / semi_ar_row["wall_s"] - 1
+    return [plain, scored, sampled]
 
 
 def main() -> None:
@@ -80,8 +109,6 @@ def main() -> None:
         prompts = [task.build_prompt(e) for e in examples[:batch]]
         for name in args.presets:
             values = load_decoder_preset(name)
-            if name == "infill_early_exit":  # the embedded model's own answer delimiter
-                values.update(infill_delimiter="</reasoning>\n<answer>\n\\boxed{", infill_closing="}\n</answer>")
             rows.append({"setting": name, "batch": batch,
                          **measure(lm, timer, prompts, DecodeConfig.from_dict(values), args.reps)})
         semi_ar = DecodeConfig.from_dict(load_decoder_preset("semi_ar"))
@@ -93,15 +120,17 @@ def main() -> None:
             r = {"setting": label, "batch": batch, **measure(lm, timer, prompts, semi_ar, args.reps, make)}
             r["extra_wall"] = r["wall_s"] / base["wall_s"] - 1
             rows.append(r)
+        rows += ncl_rows(lm, timer, task, examples[:batch], prompts, base, args.reps)
 
     print(f"\nDecoding on {Path(args.model).name}, gen_length per preset (64), {torch.get_num_threads()} threads, "
           f"median of {args.reps}\n")
-    print("| setting | batch | NFE | tokens/s | engine overhead | extra wall vs semi_ar |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| setting | batch | NFE | passes | tokens/s | engine overhead | extra wall |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         extra = f"{r['extra_wall']:+.1%}" if "extra_wall" in r else ""
-        print(f"| {r['setting']} | {r['batch']} | {r['nfe']:.1f} | {r['tokens_per_s']:,.0f} | "
+        print(f"| {r['setting']} | {r['batch']} | {r['nfe']:.1f} | {r['passes']} | {r['tokens_per_s']:,.0f} | "
               f"{r['overhead']:.1%} | {extra} |")
+    print("\nextra wall: against semi_ar at the same batch; the answer-likelihood callback against infill (no exit).")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"threads": torch.get_num_threads(), "rows": rows}, indent=1))
 

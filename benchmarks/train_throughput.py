@@ -3,7 +3,10 @@
 Both loops run the same MDLMModule loss, AdamW + warm-up/cosine schedule and gradient clipping on the
 same pre-generated batches (data generation is excluded from both). The rounds alternate between the
 two loops so machine noise hits both alike. Reported: median step time and tokens/s over the timed
-steps, and Lightning's overhead relative to the plain loop.
+steps, and Lightning's overhead relative to the plain loop. Then the streaming DataModule's own cost: the
+median time to produce one batch from the synthetic generators, from the same with the infilling layout
+and block noise on, and from a local GSM8K-format jsonl file, as a share of the Lightning step (target: at
+most 5%).
 
     python benchmarks/train_throughput.py [--steps 20] [--rounds 3] [--batch-size 64] [--threads 2]
 
@@ -16,6 +19,7 @@ import argparse
 import json
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -78,6 +82,36 @@ def lightning_loop(lm: DiffusionLM, batches: list[dict]) -> list[float]:
     return [b - a for a, b in zip(timer.starts, timer.starts[1:], strict=False)]
 
 
+def loading_sources(lm: DiffusionLM, batch_size: int, folder: Path) -> dict[str, TaskDataModule]:
+    """DataModules for the loading rows: the default mixture, with infill layout + block noise, a local file."""
+    gsm8k = folder / "gsm8k_train.jsonl"
+    rows = [{"question": f"Ann has {i} apples and buys {i % 7 + 2} more. How many apples does she have?",
+             "answer": f"{i} + {i % 7 + 2} = <<{i}+{i % 7 + 2}={i + i % 7 + 2}>>{i + i % 7 + 2}\n#### {i + i % 7 + 2}"}
+            for i in range(2000)]
+    gsm8k.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = {"batch_size": batch_size, "min_response_length": 64}
+    return {
+        "synthetic mixture": TaskDataModule(lm.chat, lm.mask_token_id, **common),
+        "synthetic, infill layout + block noise": TaskDataModule(
+            lm.chat, lm.mask_token_id, infill_prob=0.5, block_noise_prob=0.5, block_noise_cut="=", **common),
+        "local GSM8K jsonl (2,000 rows)": TaskDataModule(
+            lm.chat, lm.mask_token_id, tasks=["gsm8k"], eval_tasks={"arith": "synthetic"},
+            train_sources={"gsm8k": str(gsm8k)}, **common),
+    }
+
+
+def loading_times(datamodule: TaskDataModule, steps: int) -> float:
+    """Median seconds to produce one batch (after the first, which opens the stream)."""
+    stream = iter(datamodule.train_dataloader())
+    next(stream)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        next(stream)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=20)
@@ -110,11 +144,21 @@ def main() -> None:
     for name, m in med.items():
         print(f"| {name} | {m:.3f} | {tokens / m:,.0f} |")
     print(f"\nLightning overhead: {overhead:+.1%} (target: at most +10%)")
+    with tempfile.TemporaryDirectory() as tmp:
+        loading = {name: loading_times(dm, args.steps) for name, dm in loading_sources(lm, args.batch_size,
+                                                                                       Path(tmp)).items()}
+    print(f"\n| data source (batch {args.batch_size}) | median batch (s) | share of the Lightning step |")
+    print("|---|---:|---:|")
+    for name, seconds in loading.items():
+        print(f"| {name} | {seconds:.4f} | {seconds / med['Lightning']:.1%} |")
+    print("\n(target: at most 5% of the step)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "median_step_s": med, "tokens_per_step": tokens, "tokens_per_s": {k: tokens / m for k, m in med.items()},
-        "lightning_overhead": overhead, "threads": torch.get_num_threads(), "batch_size": args.batch_size,
+        "lightning_overhead": overhead, "loading_s": loading,
+        "loading_share": {k: v / med["Lightning"] for k, v in loading.items()},
+        "threads": torch.get_num_threads(), "batch_size": args.batch_size,
         "steps": args.steps, "rounds": args.rounds, "torch": torch.__version__, "lightning": L.__version__,
         "machine": platform.machine(), "processor": platform.processor(),
     }, indent=2))

@@ -50,7 +50,7 @@ answer-likelihood: setup  ## the answer-likelihood correlation study -> experime
 
 posterior-sft-study: setup  ## the posterior SFT study: base model, 3 arms x 3 seeds, then its table
 	$(PY) -m dllm_lab.cli.eval experiment=psft_base
-	$(PY) -m dllm_lab.cli.train -m experiment=psft_posterior,psft_unfiltered,psft_gold seed=0,1,2
+	$(PY) -m dllm_lab.cli.train -m seed=0,1,2 experiment=psft_gold,psft_posterior,psft_unfiltered
 	$(PY) -m dllm_lab.cli.posterior_report
 
 posterior-sft-report: setup  ## rebuild experiments/posterior_sft/results.md from the MLflow runs

@@ -31,6 +31,8 @@ def test_train_throughput_prints_both_loops(tmp_path):
     result = json.loads((tmp_path / "t.json").read_text())
     assert set(result["tokens_per_s"]) == {"plain PyTorch", "Lightning"}
     assert all(v > 0 for v in result["tokens_per_s"].values())
+    assert "| local GSM8K jsonl (2,000 rows) |" in stdout and len(result["loading_share"]) == 3
+    assert all(v > 0 for v in result["loading_s"].values())
 
 
 def test_decoding_benchmark_reports_nfe_and_overhead(tmp_path, tiny_model_dir):
@@ -40,6 +42,10 @@ def test_decoding_benchmark_reports_nfe_and_overhead(tmp_path, tiny_model_dir):
     rows = {(r["setting"], r["batch"]): r for r in json.loads((tmp_path / "d.json").read_text())["rows"]}
     assert rows[("semi_ar", 2)]["nfe"] == 64 and rows[("ass", 2)]["nfe"] == 6  # log2(64) steps
     assert 0 <= rows[("semi_ar", 2)]["overhead"] < 1
+    plain, scored = rows[("infill (no exit)", 2)], rows[("infill + answer-likelihood callback", 2)]
+    assert scored["passes"] == plain["passes"] > 0, "the answer-likelihood score reuses the decode's passes"
+    posterior = rows[("posterior sampling + trace score", 2)]
+    assert posterior["passes"] == posterior["nfe"] + 1, "the reasoning steps, plus one pass to score the traces"
 
 
 def test_rl_step_benchmark_replays_log2_states_with_ass(tmp_path, tiny_model_dir):

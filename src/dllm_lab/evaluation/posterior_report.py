@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from dllm_lab.evaluation.stats import seed_problem_bootstrap
+from dllm_lab.evaluation.stats import Interval, mean_sd, seed_problem_bootstrap
 
 BASE = "psft_base"
 ARMS = ("psft_posterior", "psft_unfiltered", "psft_gold")
@@ -69,11 +69,6 @@ def collect_runs(tracking_uri: str, arms: tuple[str, ...] = (BASE, *ARMS)) -> di
     return found
 
 
-def _mean_sd(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.3f}" if values else "-"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
-
 
 def study_rows(found: dict[str, dict[int, dict[str, Any]]]) -> list[dict[str, Any]]:
     """One row per (arm, task): seeds, accuracy per seed, and the difference from the base with its interval."""
@@ -100,14 +95,12 @@ def study_rows(found: dict[str, dict[int, dict[str, Any]]]) -> list[dict[str, An
 
 
 def study_table(rows: list[dict[str, Any]]) -> str:
-    from dllm_lab.evaluation.stats import Interval
-
     lines = ["| arm | task | seeds | problems | base | accuracy (mean ± sd over seeds) | vs base [95% CI] | min/run |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         seeds = ",".join(map(str, r["seeds"]))
         lines.append(f"| {ARM_LABELS.get(r['arm'], r['arm'])} | {r['task']} | {seeds} | {r['problems']} | "
-                     f"{r['base']:.3f} | {_mean_sd(r['accuracy'])} | "
+                     f"{r['base']:.3f} | {mean_sd(r['accuracy'])} | "
                      f"{Interval(r['delta'], r['low'], r['high']).cell()} | {r['minutes']:.1f} |")
     return "\n".join(lines)
 

@@ -13,6 +13,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from dllm_lab.evaluation.stats import mean_sd
+
 ARMS = ("rl_countdown", "rl_tse", "rl_tse_acc", "rl_cj_grpo")
 ARM_LABELS = {
     "rl_countdown": "diffu-GRPO, accuracy reward (d1)",
@@ -55,11 +57,6 @@ def collect_runs(tracking_uri: str, arms: tuple[str, ...] = ARMS) -> list[dict[s
     return list(newest.values())
 
 
-def _mean_sd(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.3f}" if values else "-"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
-
 
 def study_table(rows: list[dict[str, Any]]) -> str:
     """Markdown: per arm, seeds, accuracy before, after (mean ± sample std over seeds), change, minutes."""
@@ -74,8 +71,8 @@ def study_table(rows: list[dict[str, Any]]) -> str:
         change = [r["after"] - r["before"] for r in mine]
         seeds = ",".join(str(s) for s in sorted(r["seed"] for r in mine))
         lines.append(
-            f"| {ARM_LABELS.get(arm, arm)} | {task} | {model} | {seeds} | {_mean_sd(before)} | {_mean_sd(after)} | "
-            f"{_mean_sd(change)} | {statistics.mean(r['minutes'] for r in mine):.1f} |"
+            f"| {ARM_LABELS.get(arm, arm)} | {task} | {model} | {seeds} | {mean_sd(before)} | {mean_sd(after)} | "
+            f"{mean_sd(change)} | {statistics.mean(r['minutes'] for r in mine):.1f} |"
         )
     return "\n".join(lines)
 

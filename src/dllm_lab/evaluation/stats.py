@@ -3,6 +3,7 @@ problems for training runs. A difference whose 95% interval covers zero is repor
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -59,3 +60,10 @@ def seed_problem_bootstrap(values: Sequence[Sequence[float]], baseline: Sequence
     means = np.array([diff[s][:, p].mean() for s, p in zip(seeds, problems, strict=True)])
     tail = (1 - level) / 2
     return Interval(float(diff.mean()), float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail)))
+
+
+def mean_sd(values: Sequence[float]) -> str:
+    """``mean ± sample sd`` over seeds (the value alone for one seed, ``-`` for none), 3 decimals."""
+    if len(values) < 2:
+        return f"{values[0]:.3f}" if values else "-"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"

@@ -11,8 +11,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from dllm_lab.errors import ConfigError
+from dllm_lab.factory import load_decoder_preset, scale_decoder
 from dllm_lab.models import load_model
-from dllm_lab.paths import project_root
+from dllm_lab.paths import config_dir, project_root
 from dllm_lab.rl.posterior import PosteriorSettings, filter_traces, trace_completion
 from dllm_lab.runs import run_train
 
@@ -100,6 +101,29 @@ def test_a_filter_that_keeps_nothing_stops_naming_itself(compose_cfg):
     with pytest.raises(ConfigError, match=r"kept no trace in 2 batches in a row.*algo\.filter=likelihood with "
                                           r"algo\.tau=1\.0"):
         run_train(cfg)
+
+
+DECODERS = sorted(p.stem for p in (config_dir() / "decoder").glob("*.yaml") if p.stem not in ("base", "posterior"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_posterior_sft_runs_with_every_run_decoder(decoder, compose_cfg, tiny_model_dir):
+    """The run's decoder validates and lends the sampler its canvas; adaptive ones (steps=null) included."""
+    cfg = compose_cfg("train", [*SMALL, f"decoder={decoder}", f"model.name_or_path={tiny_model_dir}",
+                                "data.tasks=[arith]", "data.weights=[1.0]", "algo.filter=none",
+                                "trainer.fast_dev_run=true"])
+    values = scale_decoder(load_decoder_preset(decoder), 32)
+    values["block_length"] = min(values.get("block_length") or 32, 32)
+    if values.get("infill"):
+        values.update(infill_reasoning_length=8, infill_answer_length=4)
+    for key, value in values.items():
+        cfg.decoder[key] = value
+    for key in ("gen_length", "block_length", "steps"):  # back to the defaults: the run decoder's canvas
+        cfg.algo.sampler[key] = f"${{decoder.{key}}}"
+    metrics = run_train(cfg)
+    assert math.isfinite(metrics["train/answer_ll"]) and metrics["train/answer_ll"] <= 0.0, "every trace scored"
+    assert metrics["train/sample_s"] > 0 and math.isfinite(metrics["train/loss"])
 
 
 @pytest.mark.parametrize(

@@ -195,6 +195,8 @@ def _train_settings(cfg: DictConfig, job: Job) -> None:
         fields = PosteriorSettings.__dataclass_fields__
         job.posterior = _settings(PosteriorSettings, {k: _plain(algo[k]) for k in algo if k in fields}, "algo")
         sampler = {**load_decoder_preset(str(algo.sampler_preset)), **_plain(algo.get("sampler") or {})}
+        if sampler.get("steps") is None and sampler.get("schedule") == "linear":
+            sampler["steps"] = sampler.get("gen_length")  # an adaptive run decoder: one token per pass
         job.sampler = DecodeConfig.from_dict(sampler, prefix="algo.sampler")
         _check(job.sampler.infill and job.sampler.posterior,
                f"algo.sampler_preset={algo.sampler_preset}: posterior SFT samples reasoning given the gold answer; "

@@ -21,3 +21,19 @@ def tidy_lightning_logging() -> None:
         logger.addFilter(_NoAdverts())
     for handler in logging.getLogger().handlers:
         handler.addFilter(_NoAdverts())
+
+
+def study_report_main(description: str, study: str, write_report) -> None:
+    """The shell of a study-table command: ``--tracking-uri`` (default ``$MLFLOW_TRACKING_URI`` or the
+    project's ``mlflow.db``) and ``--out`` (default ``experiments/<study>``), then ``write_report(uri, out)``."""
+    import argparse
+    import os
+
+    from dllm_lab.paths import project_root
+
+    root = project_root()
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db"))
+    parser.add_argument("--out", default=str(root / "experiments" / study))
+    args = parser.parse_args()
+    print(write_report(args.tracking_uri, args.out))

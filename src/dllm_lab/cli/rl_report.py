@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
-import os
-
-from dllm_lab.paths import project_root
+from dllm_lab.cli import study_report_main
 
 
 def main() -> None:
     from dllm_lab.evaluation.rl_report import write_report
 
-    root = project_root()
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db"))
-    parser.add_argument("--out", default=str(root / "experiments" / "rl"))
-    args = parser.parse_args()
-    print(write_report(args.tracking_uri, args.out))
+    study_report_main(__doc__, "rl", write_report)
 
 
 if __name__ == "__main__":

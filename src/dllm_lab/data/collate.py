@@ -131,12 +131,8 @@ class InfillLayout:
     @classmethod
     def build(cls, tokenizer: Any, prob: float, gen_lengths: list[int], answer_length: int, delimiter: str,
               closing: str) -> InfillLayout:
-        encode = lambda text: tuple(tokenizer.encode(text, add_special_tokens=False)) if text else ()  # noqa: E731
-        delim, close = encode(delimiter), encode(closing)
-        templates = tuple(
-            InfillTemplate(n, n - len(delim) - answer_length - len(close), delim, answer_length, close)
-            for n in sorted(gen_lengths)
-        )
+        templates = tuple(InfillTemplate.from_text(tokenizer, n, delimiter, answer_length, closing)
+                          for n in sorted(gen_lengths))
         return cls(templates, prob, delimiter, closing)
 
     def response(self, completion: str, tokenize: Any, eos_id: int, rng: random.Random,

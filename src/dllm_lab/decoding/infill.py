@@ -47,12 +47,17 @@ class InfillTemplate:
 
     @classmethod
     def from_config(cls, cfg: DecodeConfig, tokenizer: Any) -> InfillTemplate:
+        return cls.from_text(tokenizer, cfg.gen_length, cfg.infill_delimiter, cfg.infill_answer_length,
+                             cfg.infill_closing, cfg.infill_reasoning_length)
+
+    @classmethod
+    def from_text(cls, tokenizer: Any, gen_length: int, delimiter: str, answer_length: int, closing: str,
+                  reasoning_length: int | None = None) -> InfillTemplate:
         """Tokenize the delimiter and closing text; ``reasoning_length`` defaults to what is left."""
-        delimiter, closing = _encode(tokenizer, cfg.infill_delimiter), _encode(tokenizer, cfg.infill_closing)
-        reasoning = cfg.infill_reasoning_length
-        if reasoning is None:
-            reasoning = max(cfg.gen_length - len(delimiter) - cfg.infill_answer_length - len(closing), 0)
-        return cls(cfg.gen_length, reasoning, delimiter, cfg.infill_answer_length, closing)
+        delim, close = _encode(tokenizer, delimiter), _encode(tokenizer, closing)
+        if reasoning_length is None:
+            reasoning_length = max(gen_length - len(delim) - answer_length - len(close), 0)
+        return cls(gen_length, reasoning_length, delim, answer_length, close)
 
     @property
     def length(self) -> int:

@@ -28,6 +28,8 @@ from dllm_lab.training.posterior_sft import PosteriorSFTModule
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
+    from dllm_lab.data import TaskDataModule
+
 log = logging.getLogger(__name__)
 
 
@@ -43,7 +45,7 @@ def run_train(cfg: DictConfig, callbacks: list | None = None) -> dict[str, Any]:
     lm = build_model(job)
     resolve_prompt_style(job, lm)
     datamodule = build_datamodule(job, lm)
-    module = build_module(job, lm)
+    module = build_module(job, lm, datamodule)
     resume = load_checkpoint(job.ckpt_path) if job.ckpt_path else None
     logger = job.make_logger(run_id=resume.get("mlflow_run_id") if resume else None, log_run_config=True)
     if resume is not None and isinstance(logger, RunLogger):
@@ -70,13 +72,13 @@ def run_train(cfg: DictConfig, callbacks: list | None = None) -> dict[str, Any]:
     return metrics
 
 
-def build_module(job: Job, lm: DiffusionLM) -> L.LightningModule:
+def build_module(job: Job, lm: DiffusionLM, datamodule: TaskDataModule | None = None) -> L.LightningModule:
     """:class:`MDLMModule` for ``algo.kind=sft``, :class:`GRPOModule` for ``grpo``, :class:`PosteriorSFTModule`
-    for ``posterior_sft``."""
+    for ``posterior_sft`` (noising its kept traces with ``datamodule``'s SFT collator)."""
     if job.algo_kind == "posterior_sft":
         assert job.posterior is not None and job.sampler is not None
         return PosteriorSFTModule(lm, job.posterior, job.sampler, job.decoder.replace(temperature=0.0), job.optim,
-                                  job.seed, job.config)
+                                  job.seed, job.config, datamodule.collator if datamodule else None)
     if job.algo_kind == "grpo":
         assert job.grpo is not None
         return GRPOModule(lm, job.grpo, job.decoder, job.decoder.replace(temperature=0.0), job.optim, job.temporal,

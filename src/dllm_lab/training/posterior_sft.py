@@ -45,6 +45,8 @@ class PosteriorSFTModule(L.LightningModule):
         eval_decoder: greedy decoder of validation (accuracy on the held-out sets).
         optim: AdamW and its schedule. seed: the run's seed (trace noise and SFT noise derive from it, per
             step and rank). run_config: the resolved run config, saved in every checkpoint.
+        collator: the SFT noising of the kept traces; the run passes its DataModule's, so ``data.*``
+            (``min_response_length``, block noise) shape posterior SFT batches as they shape SFT ones.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class PosteriorSFTModule(L.LightningModule):
         optim: OptimSettings | None = None,
         seed: int = 0,
         run_config: dict[str, Any] | None = None,
+        collator: SFTCollator | None = None,
     ) -> None:
         super().__init__()
         if not (sampler.infill and sampler.posterior):
@@ -69,7 +72,7 @@ class PosteriorSFTModule(L.LightningModule):
         self._sampler_copy: list[DiffusionLM] = []
         if settings.resample_every != 1:
             self._sampler_copy.append(copy.deepcopy(lm).eval().requires_grad_(False))
-        self.collator = SFTCollator(lm.mask_token_id, lm.chat.eos_token_ids[0], seed=seed)
+        self.collator = collator or SFTCollator(lm.mask_token_id, lm.chat.eos_token_ids[0], seed=seed)
         self.tasks = TaskCache(lm)
         self._empty_in_a_row = 0
         self._skip_update = False

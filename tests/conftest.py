@@ -33,6 +33,26 @@ def _isolated_mlflow(tmp_path, monkeypatch):
     yield
 
 
+# the decoder presets a training run can pick (``posterior`` is evaluation's; ``base`` is every preset's base)
+RUN_DECODERS = sorted(p.stem for p in (config_dir() / "decoder").glob("*.yaml") if p.stem not in ("base", "posterior"))
+
+
+def small_decoder(name: str, length: int | None = None) -> dict:
+    """Decoder preset ``name`` scaled to a fast-dev canvas of ``length`` tokens (by default 16, and 32 for an
+    infilling preset: the template needs room for its delimiter, with reasoning 8 and answer 4), no block
+    longer than the canvas."""
+    from dllm_lab.factory import load_decoder_preset, scale_decoder
+
+    preset = load_decoder_preset(name)
+    length = length or (32 if preset.get("infill") else 16)
+    values = scale_decoder(preset, length)
+    if values.get("block_length") and values["block_length"] > length:
+        values["block_length"] = length
+    if values.get("infill"):
+        values.update(infill_reasoning_length=8, infill_answer_length=4)
+    return values
+
+
 def compose_config(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
     """Compose ``configs/<config_name>.yaml`` as the entry point would, with outputs in ``output_dir``."""
     GlobalHydra.instance().clear()

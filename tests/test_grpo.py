@@ -11,8 +11,8 @@ import mlflow
 import pytest
 import torch
 
+from conftest import RUN_DECODERS, small_decoder
 from dllm_lab.errors import ConfigError
-from dllm_lab.factory import load_decoder_preset, scale_decoder
 from dllm_lab.paths import config_dir
 from dllm_lab.rl import register_reward
 from dllm_lab.runs import run_train
@@ -23,7 +23,6 @@ register_reward("text_length", lambda batch: [len(c) % 7 / 6 for c in batch.comp
 
 # the GRPO family (SFT and posterior SFT have their own tests)
 ALGOS = sorted(p.stem for p in (config_dir() / "algo").glob("*.yaml") if p.stem not in ("mdlm_sft", "posterior_sft"))
-DECODERS = sorted(p.stem for p in (config_dir() / "decoder").glob("*.yaml") if p.stem not in ("base", "posterior"))
 FAST_RL = [
     "experiment=rl_countdown", "data.num_eval=2", "data.eval_batch_size=2", "data.batch_size=2",
     "algo.num_generations=2", "algo.sample_table_every=1", "trainer.num_threads=1", "eval_after_fit=false",
@@ -37,19 +36,12 @@ def test_presets_exist():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("decoder", RUN_DECODERS)
 @pytest.mark.parametrize("algo", ALGOS)
 def test_every_algo_and_decoder_pair_runs_a_fast_dev_step(algo, decoder, compose_cfg, tiny_model_dir, tmp_path):
     cfg = compose_cfg("train", [*FAST_RL, f"algo={algo}", f"decoder={decoder}", f"model.name_or_path={tiny_model_dir}",
                                 "trainer.fast_dev_run=true", "logger=none"])
-    preset = load_decoder_preset(decoder)
-    length = 32 if preset.get("infill") else 16  # the template needs room for its delimiter
-    values = scale_decoder(preset, length)
-    if values.get("block_length") and values["block_length"] > length:
-        values["block_length"] = length
-    if values.get("infill"):
-        values.update(infill_reasoning_length=8, infill_answer_length=4)
-    for key, value in values.items():
+    for key, value in small_decoder(decoder).items():
         cfg.decoder[key] = value
     metrics = run_train(cfg)
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))

@@ -10,10 +10,10 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from conftest import RUN_DECODERS, small_decoder
 from dllm_lab.errors import ConfigError
-from dllm_lab.factory import load_decoder_preset, scale_decoder
 from dllm_lab.models import load_model
-from dllm_lab.paths import config_dir, project_root
+from dllm_lab.paths import project_root
 from dllm_lab.rl.posterior import PosteriorSettings, filter_traces, trace_completion
 from dllm_lab.runs import run_train
 
@@ -103,21 +103,14 @@ def test_a_filter_that_keeps_nothing_stops_naming_itself(compose_cfg):
         run_train(cfg)
 
 
-DECODERS = sorted(p.stem for p in (config_dir() / "decoder").glob("*.yaml") if p.stem not in ("base", "posterior"))
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("decoder", RUN_DECODERS)
 def test_posterior_sft_runs_with_every_run_decoder(decoder, compose_cfg, tiny_model_dir):
     """The run's decoder validates and lends the sampler its canvas; adaptive ones (steps=null) included."""
     cfg = compose_cfg("train", [*SMALL, f"decoder={decoder}", f"model.name_or_path={tiny_model_dir}",
                                 "data.tasks=[arith]", "data.weights=[1.0]", "algo.filter=none",
                                 "trainer.fast_dev_run=true"])
-    values = scale_decoder(load_decoder_preset(decoder), 32)
-    values["block_length"] = min(values.get("block_length") or 32, 32)
-    if values.get("infill"):
-        values.update(infill_reasoning_length=8, infill_answer_length=4)
-    for key, value in values.items():
+    for key, value in small_decoder(decoder, 32).items():  # the sampler's template needs 32 tokens
         cfg.decoder[key] = value
     for key in ("gen_length", "block_length", "steps"):  # back to the defaults: the run decoder's canvas
         cfg.algo.sampler[key] = f"${{decoder.{key}}}"

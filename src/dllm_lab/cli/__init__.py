@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 
 class _NoAdverts(logging.Filter):
@@ -23,7 +24,7 @@ def tidy_lightning_logging() -> None:
         handler.addFilter(_NoAdverts())
 
 
-def study_report_main(description: str, study: str, write_report) -> None:
+def study_report_main(description: str, study: str, write_report: Callable[[str, str], str]) -> None:
     """The shell of a study-table command: ``--tracking-uri`` (default ``$MLFLOW_TRACKING_URI`` or the
     project's ``mlflow.db``) and ``--out`` (default ``experiments/<study>``), then ``write_report(uri, out)``."""
     import argparse

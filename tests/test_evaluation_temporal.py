@@ -105,8 +105,11 @@ def test_temporal_voting_study_writes_table_and_plots(compose_cfg, tiny_model_di
         f"sweep.output_dir={out}", "trainer.num_threads=1", "print_table=false",
     ]))
     table = (out / "temporal_table.md").read_text()
-    assert table == result["temporal_table"] and len(table.strip().splitlines()) == 2 + 2 * len(TASKS)
-    assert "| arith | 32 | 3 |" in table and "TCV exp" in table and "EverPass" in table
+    assert table == result["temporal_table"]
+    table_1, note, intervals = table.strip().split("\n\n")
+    assert len(table_1.splitlines()) == len(intervals.splitlines()) == 2 + 2 * len(TASKS)
+    assert "| arith | 32 | 3 |" in table_1 and "TCV exp" in table_1 and "EverPass" in table_1
+    assert "TCV exp - final [95% CI]" in intervals and "paired" in note
     assert sorted(p.name for p in (out / "plots").iterdir()) == [
         "answer_timeline.png", "temporal_accuracy.png", "tse_distribution.png"]
     client = mlflow.MlflowClient()

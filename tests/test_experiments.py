@@ -169,6 +169,40 @@ def test_paired_bootstrap_resolves_a_real_shift_and_not_noise():
         paired_bootstrap([1.0], [1.0, 0.0])
 
 
+def test_group_bootstrap_separates_two_groups_and_not_one_split_in_two():
+    from dllm_lab.evaluation.stats import group_bootstrap
+
+    rng = np.random.default_rng(1)
+    wrong, correct = rng.normal(0.5, 0.2, 150), rng.normal(0.3, 0.2, 250)
+    gap = group_bootstrap(wrong, correct)
+    assert gap.resolved and 0.15 < gap.estimate < 0.25 and gap.low < gap.estimate < gap.high
+    halves = group_bootstrap(correct[:125], correct[125:])
+    assert not halves.resolved
+    with pytest.raises(ValueError, match="non-empty"):
+        group_bootstrap([], [1.0])
+
+
+def test_temporal_differences_pair_votes_with_the_final_answer_of_the_same_sample():
+    import pandas as pd
+
+    from dllm_lab.evaluation.report import temporal_differences, temporal_intervals_table
+
+    n = 200
+    final = np.arange(n) % 2 == 0                    # half right at the last step
+    vote = final | (np.arange(n) % 4 == 1)           # the vote also rescues a quarter: +0.25
+    records = pd.DataFrame({"task": "arith", "gen_length": 64, "sample_id": np.arange(n)[::-1],
+                            "final_correct": final, "tse": np.where(final, 0.1, 0.4),
+                            **{f"vote_{w}_correct": vote for w in ("fixed", "linear", "exp")}})
+    (row,) = temporal_differences(records)
+    assert row["samples"] == n and row["tcv_exp"].estimate == pytest.approx(0.25) and row["tcv_exp"].resolved
+    assert row["tse_gap"].estimate == pytest.approx(0.3)
+    same = temporal_differences(records.assign(vote_exp_correct=final))[0]["tcv_exp"]
+    assert (same.estimate, same.low, same.high) == (0.0, 0.0, 0.0)
+    all_right = temporal_differences(records.assign(final_correct=True))[0]
+    assert "tse_gap" not in all_right           # no wrong samples: no gap, and the table shows "-"
+    assert temporal_intervals_table(records.assign(final_correct=True)).splitlines()[-1].endswith("| - |")
+
+
 def test_a_sweep_compares_every_setting_with_its_baseline_on_the_same_problems(compose_cfg, tmp_path):
     out = tmp_path / "sweep"
     cfg = compose_cfg("eval", [

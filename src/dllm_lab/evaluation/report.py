@@ -1,11 +1,16 @@
-"""Results tables: the per-run table and the temporal-voting table shaped like Table 1 of Time Is a Feature."""
+"""Results tables: the per-run table, the temporal-voting table shaped like Table 1 of Time Is a Feature, and
+the temporal differences with their 95% intervals."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from dllm_lab.evaluation.stats import group_bootstrap, paired_bootstrap
 from dllm_lab.temporal import WEIGHTINGS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 METRICS = ("accuracy", "parse_rate", "nfe", "tokens_per_s", "samples")
 # (column header, metric key) of the temporal columns, shown when the results have them
@@ -59,5 +64,43 @@ def temporal_table(rows: list[dict[str, Any]]) -> str:
                  str(int(r.get("samples", 0))), _cell(r.get("accuracy")),
                  *(_cell(r.get(f"tcv_{w}_accuracy")) for w in WEIGHTINGS), _cell(r.get("everpass")),
                  _cell(r.get("correct_then_wrong")), _cell(r.get("tse_correct_mean")), _cell(r.get("tse_wrong_mean"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def temporal_differences(records: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per (decoder, task, length) of the temporal records: each TCV weighting minus the final-step answer on
+    the same samples (a paired bootstrap 95% interval), and the mean TSE of wrong minus correct samples (an
+    unpaired one; absent when every sample is right or every one wrong)."""
+    out = []
+    keys = [k for k in ("decoder", "task", "gen_length") if k in records]
+    for key, group in records.groupby(keys, sort=True):
+        row: dict[str, Any] = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
+        group = group.sort_values("sample_id")
+        final = group["final_correct"].astype(bool)
+        row["samples"] = len(group)
+        for w in WEIGHTINGS:
+            if f"vote_{w}_correct" in group:
+                row[f"tcv_{w}"] = paired_bootstrap(group[f"vote_{w}_correct"].astype(float), final.astype(float))
+        if final.any() and not final.all():
+            row["tse_gap"] = group_bootstrap(group.loc[~final, "tse"], group.loc[final, "tse"])
+        out.append(row)
+    return out
+
+
+def temporal_intervals_table(records: pd.DataFrame) -> str:
+    """Markdown of :func:`temporal_differences`: does voting over the steps beat the final answer, and is TSE
+    higher for wrong answers, each with its 95% interval ("not resolved" when it covers zero)."""
+    rows = temporal_differences(records)
+    with_decoder = len({r.get("decoder") for r in rows}) > 1
+    text_columns = ["task", *(["decoder"] if with_decoder else [])]
+    head = [*text_columns, "L", "samples", *(f"TCV {w} - final [95% CI]" for w in WEIGHTINGS),
+            "TSE wrong - correct [95% CI]"]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "---|" * len(text_columns) + "---:|" * (len(head) - len(text_columns))]
+    for r in sorted(rows, key=lambda r: (r["task"], str(r.get("decoder", "")), r.get("gen_length", 0))):
+        cells = [r["task"], *([str(r.get("decoder", ""))] if with_decoder else []), str(r.get("gen_length", "-")),
+                 str(r["samples"]), *(r[f"tcv_{w}"].cell() if f"tcv_{w}" in r else "-" for w in WEIGHTINGS),
+                 r["tse_gap"].cell() if "tse_gap" in r else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

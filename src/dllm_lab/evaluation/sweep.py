@@ -28,7 +28,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from dllm_lab.data import TaskDataModule
 from dllm_lab.decoding import DecodeCallback, DecodeConfig
 from dllm_lab.evaluation.evaluate import evaluate_decoder
-from dllm_lab.evaluation.report import temporal_table
+from dllm_lab.evaluation.report import temporal_intervals_table, temporal_table
 from dllm_lab.evaluation.stats import Interval, paired_bootstrap
 from dllm_lab.models.adapter import DiffusionLM
 from dllm_lab.temporal import TEMPORAL_TAG, TemporalSettings, read_records
@@ -253,18 +253,22 @@ def _write_temporal_report(
 
     from dllm_lab.temporal.plots import plot_all
 
-    table = temporal_table(rows) + "\n"
     frames = []
     for (name, _), folder in records_dirs.items():
         files = sorted((folder / "temporal").glob("*.parquet"))
         if files:
             frames.append(read_records(files).assign(decoder=name))
+    records = pd.concat(frames, ignore_index=True) if frames else None
+    table = temporal_table(rows) + "\n"
+    if records is not None:
+        table += ("\nDifferences on the same samples, with a bootstrap 95% interval (10,000 resamples; TCV: paired "
+                  "against the final-step answer; TSE: wrong minus correct samples, resampled apart). \"not "
+                  "resolved\": the interval covers 0.\n\n" + temporal_intervals_table(records) + "\n")
     with tempfile.TemporaryDirectory() as tmp:
         target = out_dir or Path(tmp)
         target.mkdir(parents=True, exist_ok=True)
         (target / "temporal_table.md").write_text(table)
-        plots = plot_all(pd.concat(frames, ignore_index=True), rows, target / "plots", temporal.timeline_samples) \
-            if frames else []
+        plots = plot_all(records, rows, target / "plots", temporal.timeline_samples) if records is not None else []
         if parent is not None:
             log_text(parent, table, "temporal_table.md")
             for path in plots:

@@ -148,3 +148,12 @@ def test_filtering_and_gumbel_sampling():
     draws = torch.stack([sample_tokens(logits, 1.0, gen) for _ in range(4000)]).flatten()
     freq = torch.bincount(draws, minlength=4).float() / draws.numel()
     torch.testing.assert_close(freq, logits.softmax(-1)[0], atol=0.03, rtol=0)
+
+
+def test_sampling_only_the_masked_positions_keeps_the_draws_and_the_generator_state():
+    logits = torch.randn(3, 7, 11, generator=torch.Generator().manual_seed(1))
+    where = torch.rand(3, 7, generator=torch.Generator().manual_seed(2)) < 0.5
+    full_gen, some_gen = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    full, some = sample_tokens(logits, 0.7, full_gen), sample_tokens(logits, 0.7, some_gen, where)
+    assert torch.equal(some[where], full[where]) and (some[~where] == 0).all()
+    assert torch.equal(full_gen.get_state(), some_gen.get_state())

@@ -102,7 +102,7 @@ def _predict(
         logits.index_fill_(-1, ids["eos"], NEG_INF)
     if cfg.top_k is not None or cfg.top_p is not None:
         logits = filter_logits(logits, cfg.top_k, cfg.top_p)
-    x0 = torch.where(masked, sample_tokens(logits, cfg.temperature, generator), gen_region)  # (B, L)
+    x0 = torch.where(masked, sample_tokens(logits, cfg.temperature, generator, masked), gen_region)  # (B, L)
     logp = log_probs(logits) if cfg.scorer != "random" or want_entropy else None  # (B, L, V), once
     scores = scores_from_log_probs(logp, x0, cfg.scorer, generator)  # (B, L)
     entropy = None

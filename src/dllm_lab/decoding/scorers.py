@@ -23,15 +23,26 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float |
     return logits
 
 
-def sample_tokens(logits: torch.Tensor, temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_tokens(
+    logits: torch.Tensor, temperature: float, generator: torch.Generator | None = None,
+    where: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Gumbel-max sampling ``argmax(logits / T + g)`` with float64 noise (LLaDA: low-precision Gumbel
-    noise hurts quality); ``T = 0`` is plain argmax. ``logits`` (..., V) -> ids (...)."""
+    noise hurts quality); ``T = 0`` is plain argmax. ``logits`` (..., V) -> ids (...).
+
+    ``where`` (...) bool: only those positions are sampled; the others get id 0, for a caller that
+    discards them. The noise is still drawn for every position, so the sampled ids, and the generator's
+    state afterwards, are the same as without ``where``."""
     if temperature == 0:
         return logits.argmax(-1)
-    logits64 = logits.to(torch.float64)
-    u = torch.rand(logits64.shape, dtype=torch.float64, device=logits.device, generator=generator)
-    gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
-    return (logits64 / temperature + gumbel).argmax(-1)
+    u = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+    if where is None:
+        gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
+        return (logits.to(torch.float64) / temperature + gumbel).argmax(-1)
+    out = torch.zeros(logits.shape[:-1], dtype=torch.long, device=logits.device)
+    gumbel = -torch.log(-torch.log(u[where].clamp_min(1e-300)))  # (n, V): the positions asked for
+    out[where] = (logits[where].to(torch.float64) / temperature + gumbel).argmax(-1)
+    return out
 
 
 def position_scores(

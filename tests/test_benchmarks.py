@@ -56,3 +56,5 @@ def test_rl_step_benchmark_replays_log2_states_with_ass(tmp_path, tiny_model_dir
     assert rows["trajectory (CJ-GRPO), eoser_ass log2 L steps"]["states"] == 4  # log2(16)
     assert rows["trajectory (CJ-GRPO), semi_ar L/2 steps"]["states"] == 8
     assert all(r["rollout_s"] > 0 and r["update_s"] > 0 for r in rows.values())
+    assert all(0 < r["forward_share"] <= 1 and r["rollout_tokens_per_s"] > 0 for r in rows.values())
+    assert "| one_step + TCR reward (-TSE), semi_ar L/2 steps |" in stdout

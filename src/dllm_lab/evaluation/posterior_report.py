@@ -5,6 +5,11 @@ that resamples seeds and problems (:func:`~dllm_lab.evaluation.stats.seed_proble
 Reads the MLflow runs of ``dllm-lab/psft_base`` (the base model, an eval run) and of the arms
 (``dllm-lab/psft_*`` train runs with ``eval_after_fit``); each run's per-problem correctness comes from its
 ``predictions/<task>.jsonl`` artifact. A seed run more than once counts with its newest finished run.
+
+Every report also writes what it pooled to ``per_problem.json`` beside the table, and pools that file back in
+on the next call, so the study resumes across MLflow stores and sittings: a fresh clone (no ``mlflow.db``)
+that runs the missing seeds gets the whole table. A run found in MLflow replaces the file's entry for the
+same (arm, seed).
 """
 
 from __future__ import annotations
@@ -70,6 +75,30 @@ def collect_runs(tracking_uri: str, arms: tuple[str, ...] = (BASE, *ARMS)) -> di
 
 
 
+LEDGER = "per_problem.json"
+
+
+def load_ledger(path: str | Path) -> dict[str, dict[int, dict[str, Any]]]:
+    """``collect_runs``'s structure from a ``per_problem.json`` (JSON keys back to ints); empty if absent."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    raw = json.loads(path.read_text())
+    return {arm: {int(seed): {**run, "correct": {task: {int(i): float(c) for i, c in ids.items()}
+                                                 for task, ids in run["correct"].items()}}
+                  for seed, run in seeds.items()}
+            for arm, seeds in raw.items()}
+
+
+def merge_runs(*sources: dict[str, dict[int, dict[str, Any]]]) -> dict[str, dict[int, dict[str, Any]]]:
+    """Later sources win for the same (arm, seed)."""
+    merged: dict[str, dict[int, dict[str, Any]]] = {}
+    for source in sources:
+        for arm, seeds in source.items():
+            merged.setdefault(arm, {}).update(seeds)
+    return merged
+
+
 def study_rows(found: dict[str, dict[int, dict[str, Any]]]) -> list[dict[str, Any]]:
     """One row per (arm, task): seeds, accuracy per seed, and the difference from the base with its interval."""
     if BASE not in found:
@@ -107,13 +136,14 @@ def study_table(rows: list[dict[str, Any]]) -> str:
 
 def write_report(tracking_uri: str, output_dir: str | Path) -> str:
     """Collect the runs, write ``results.md`` and ``results.json`` to ``output_dir``; returns the table."""
-    found = collect_runs(tracking_uri)
-    rows = study_rows(found)
+    out = Path(output_dir)
+    found = merge_runs(load_ledger(out / LEDGER), collect_runs(tracking_uri))
+    rows = study_rows(found) if found else []
     if not rows:
         raise RuntimeError(f"no finished posterior SFT study runs in {tracking_uri}; run `dllm-train -m "
                            "experiment=psft_posterior,psft_unfiltered,psft_gold seed=0,1,2` first")
-    out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / LEDGER).write_text(json.dumps(found, sort_keys=True, separators=(",", ":")) + "\n")
     table = study_table(rows)
     note = ("\n\nDifferences are against the base model on the same problems: the mean over seeds and problems, "
             "with a 95% interval from resampling seeds, then problems (10,000 resamples). \"not resolved\": the "

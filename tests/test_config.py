@@ -46,6 +46,28 @@ def test_a_one_task_eval_set_evaluates_one_task(compose_cfg, tiny_model_dir):
     assert _eval_tasks(metrics) == {"arith"}
 
 
+def test_a_labelled_second_set_and_a_further_decoder_are_scored_and_logged_apart(compose_cfg, tiny_model_dir,
+                                                                                tmp_path):
+    # the RL study's layout: the synthetic held-out set beside the real (d1 jsonl) test file, each decoded by
+    # the run's decoder and by the few-step EOSER + ASS decoder
+    cd3 = FIXTURES / "countdown_cd3_test.jsonl"
+    metrics = run_eval(compose_cfg("eval", [
+        f"model.name_or_path={tiny_model_dir}", f"data.eval_tasks={{countdown: synthetic, countdown.d1: {cd3}}}",
+        "+eval_decoders={few: {preset: eoser_ass, gen_length: 16}}", *SMALL]))
+    assert _eval_tasks(metrics) == {"countdown", "countdown.d1"}
+    assert metrics["eval_few/countdown.d1/nfe"] == 4 and metrics["eval/countdown.d1/nfe"] == 8  # log2(16) steps
+    client = mlflow.MlflowClient()
+    run = client.search_runs([client.get_experiment_by_name("dllm-lab/eval").experiment_id])[0]
+    assert run.data.metrics["eval_few/countdown.d1/samples"] == 3
+    rows = [json.loads(line) for line in Path(client.download_artifacts(
+        run.info.run_id, "eval_few/predictions/countdown.d1.jsonl", str(tmp_path))).read_text().splitlines()]
+    assert [r["task"] for r in rows] == ["countdown.d1"] * 3 and rows[0]["prompt"].count("30, 100, 93") == 1
+    with pytest.raises(ConfigError, match=r"eval_decoders.few: give the decoder preset"):
+        run_eval(compose_cfg("eval", ["+eval_decoders={few: {steps: 4}}", "logger=none"]))
+    with pytest.raises(ConfigError, match=r"unknown task 'countdwn.d1'.*<task>.<label>"):
+        run_eval(compose_cfg("eval", ["data.eval_tasks={countdwn.d1: synthetic}", "logger=none"]))
+
+
 def test_the_checkpoint_carries_its_prompt_style(tiny_model_dir, tmp_path):
     shipped = load_model(ROOT / "checkpoints" / "tiny-mdlm")
     assert shipped.prompt_style == "compact"  # data.prompt_style of its config.yaml

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from dllm_lab.models.tiny import task_corpus
 from dllm_lab.paths import config_dir, project_root
 from dllm_lab.rl import GRPOSettings
 from dllm_lab.rl.posterior import PosteriorSettings
-from dllm_lab.tasks import TASKS
+from dllm_lab.tasks import TASKS, task_name_of
 from dllm_lab.tasks.base import PROMPT_STYLES
 from dllm_lab.temporal import TemporalSettings
 from dllm_lab.tracking import check_server, flatten, log_config
@@ -80,6 +81,7 @@ class Job:
     tracking_uri: str | None = None
     experiment_name: str | None = None
     decode_callbacks: list[DecodeCallback] = field(default_factory=list)
+    eval_decoders: dict[str, DecodeConfig] = field(default_factory=dict)  # further decoders of the final evaluation
     trainer_callbacks: list[Any] = field(default_factory=list)
     train_examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # local train sources, read once
     _logger_cfg: Any = None
@@ -144,6 +146,7 @@ def build_job(cfg: DictConfig, stage: str) -> Job:
                           for name, node in (cfg.get("decode_callbacks") or {}).items()],
         _logger_cfg=logger_cfg,
     )
+    job.eval_decoders = build_eval_decoders(cfg.get("eval_decoders") or {})
     if job.tracking_uri and logger_cfg.get("_target_") == MLFLOW_FACTORY:
         check_server(job.tracking_uri)  # an unreachable server fails now, before a model is loaded
     if stage == "train":
@@ -271,6 +274,21 @@ def model_from_run_config(run_config: dict[str, Any]) -> DiffusionLM:
 
 
 # -- decoder presets and sweeps -----------------------------------------------------------------------------
+def build_eval_decoders(node: Any) -> dict[str, DecodeConfig]:
+    """``eval_decoders``: name -> ``{preset: <decoder preset>, <key>: <override>...}``, each a further decoder of
+    the final evaluation, logged as ``eval_<name>/<task>/...`` (e.g. CJ-GRPO's few-step claim: the trained model
+    decoded with ``eoser_ass`` as well as with the run's decoder)."""
+    decoders = {}
+    for name, spec in _plain(node).items():
+        _check(re.fullmatch(r"[A-Za-z0-9_]+", str(name)) is not None,
+               f"eval_decoders.{name}: name it with letters, digits and _ (it becomes the metric prefix eval_{name})")
+        spec = dict(spec or {})
+        _check("preset" in spec, f"eval_decoders.{name}: give the decoder preset, e.g. {{preset: eoser_ass}}")
+        values = {**load_decoder_preset(str(spec.pop("preset"))), **spec}
+        decoders[str(name)] = DecodeConfig.from_dict(values, prefix=f"eval_decoders.{name}")
+    return decoders
+
+
 def load_decoder_preset(name: str) -> dict[str, Any]:
     """The mapping in ``configs/decoder/<name>.yaml`` (what ``decoder=<name>`` selects)."""
     path = config_dir() / "decoder" / f"{name}.yaml"
@@ -345,7 +363,7 @@ def _check(ok: bool, message: str) -> None:
 
 def _without_gold_answers(names: Any) -> list[str]:
     """The tasks among ``names`` with no single gold answer to condition on (Countdown)."""
-    return [n for n in names if not TASKS[n].has_gold_answer]
+    return [n for n in names if not TASKS[task_name_of(n)].has_gold_answer]
 
 
 def _plain(node: Any) -> Any:
@@ -411,7 +429,8 @@ def _validate_data(data: DictConfig) -> None:
     for name in data.tasks:
         _check(name in TASKS, f"data.tasks: unknown task {name!r}; available: {sorted(TASKS)}")
     for name in data.eval_tasks or {}:
-        _check(name in TASKS, f"data.eval_tasks: unknown task {name!r}; available: {sorted(TASKS)}")
+        _check(task_name_of(name) in TASKS, f"data.eval_tasks: unknown task {name!r}; available: {sorted(TASKS)} "
+                                            "(a second set of a task: <task>.<label>, e.g. countdown.d1)")
     _check(len(data.weights) == len(data.tasks), "data.weights must have one weight per entry of data.tasks")
     for name, options in (data.get("task_options") or {}).items():
         _check(name in TASKS, f"data.task_options.{name}: unknown task; available: {sorted(TASKS)}")

@@ -15,7 +15,7 @@ from dllm_lab.data.collate import InfillLayout, PromptCollator, SFTCollator
 from dllm_lab.data.sources import SYNTHETIC, FileExamples, HubExamples
 from dllm_lab.errors import ConfigError
 from dllm_lab.models.chat import ChatFormat
-from dllm_lab.tasks import Task, get_task
+from dllm_lab.tasks import Task, get_task, task_name_of
 from dllm_lab.tasks.base import D1_ANSWER_CLOSE, D1_ANSWER_OPEN
 from dllm_lab.tasks.sources import is_local_source, load_examples
 
@@ -144,8 +144,9 @@ class TaskMixtureStream(IterableDataset):
 class PromptSet(Dataset):
     """A fixed list of evaluation prompts of one task, encoded once."""
 
-    def __init__(self, task: Task, examples: list[dict[str, Any]], chat: ChatFormat) -> None:
+    def __init__(self, task: Task, examples: list[dict[str, Any]], chat: ChatFormat, name: str | None = None) -> None:
         self.task, self.examples = task, examples
+        self.name = name or task.name  # the eval-set key: ``countdown.d1`` for a labelled second set
         self.prompts = [task.build_prompt(e) for e in examples]
         self.ids = [chat.prompt_ids(p, task.chat_template) for p in self.prompts]
 
@@ -154,7 +155,7 @@ class PromptSet(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return {
-            "example": self.examples[i], "task": self.task.name, "prompt": self.prompts[i], "prompt_ids": self.ids[i],
+            "example": self.examples[i], "task": self.name, "prompt": self.prompts[i], "prompt_ids": self.ids[i],
         }
 
 
@@ -247,12 +248,12 @@ class TaskDataModule(L.LightningDataModule):
         if self._eval_sets is None:
             sets = []
             for name, source in self.eval_sources.items():
-                task = get_task(name, prompt_style=self.prompt_style, **self.task_options.get(name, {}))
+                task = get_task(name, prompt_style=self.prompt_style, **self.task_options.get(task_name_of(name), {}))
                 if source in (None, "synthetic"):
                     examples = task.synthetic(self.num_eval, seed=self.eval_seed)
                 else:
                     examples = task.load(self.eval_split, source, limit=self.num_eval)
-                sets.append(PromptSet(task, examples, self.chat))
+                sets.append(PromptSet(task, examples, self.chat, name))
             self._eval_sets = sets
         return self._eval_sets
 

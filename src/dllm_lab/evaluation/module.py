@@ -51,14 +51,18 @@ class EvalModule(L.LightningModule):
     ``callbacks``: the user's decoding callbacks (``decode_callbacks.*`` in the config), added to every
     decode; a callback whose ``output.extras[name]`` is a list with one JSON-able value per sample gets
     that value written into each sample's prediction row under its ``name``.
+
+    ``prefix`` names the metrics (``<prefix>/<task>/accuracy``) and, when it is not ``eval``, the artifact
+    folder (``<prefix>/predictions/<task>.jsonl``): a second decoder of the same run (``eval_decoders``).
     """
 
     def __init__(
         self, lm: DiffusionLM, decode_config: DecodeConfig, task_names: list[str], prompt_style: str,
         temporal: TemporalSettings | None = None, output_dir: str | Path | None = None,
-        callbacks: Sequence[DecodeCallback] = (),
+        callbacks: Sequence[DecodeCallback] = (), prefix: str = "eval",
     ) -> None:
         super().__init__()
+        self.prefix = prefix
         self.lm = lm
         self.decode_config = decode_config
         self.task_names = list(task_names)
@@ -156,7 +160,7 @@ class EvalModule(L.LightningModule):
             if name in self.temporal_metrics:  # every rank computes: the sync is a collective
                 row.update(_temporal_values(self.temporal_metrics[name], totals["samples"] > 0))
             self.results[name] = row = _finite(row, name)
-            metrics.update({safe_metric_name(f"eval/{name}/{k}"): v for k, v in row.items()})
+            metrics.update({safe_metric_name(f"{self.prefix}/{name}/{k}"): v for k, v in row.items()})
         self.log_dict(metrics, rank_zero_only=True)
         self.predictions = _gather(self.predictions)
         self.records = _gather(self.records)
@@ -228,11 +232,12 @@ class EvalModule(L.LightningModule):
         from dllm_lab.evaluation.report import format_table
         from dllm_lab.tracking import log_table, log_text
 
-        log_text(logger, format_table(self.results) + "\n", "results.md")
-        log_table(logger, [{"task": t, **r} for t, r in self.results.items()], "results.json")
+        folder = "" if self.prefix == "eval" else f"{self.prefix}/"
+        log_text(logger, format_table(self.results) + "\n", f"{folder}results.md")
+        log_table(logger, [{"task": t, **r} for t, r in self.results.items()], f"{folder}results.json")
         for name in self.task_names:
             rows = [p for p in self.predictions if p["task"] == name]
-            log_table(logger, rows, f"predictions/{name}.jsonl")
+            log_table(logger, rows, f"{folder}predictions/{name}.jsonl")
 
 
 def _temporal_values(metrics, any_samples: bool) -> dict[str, float]:

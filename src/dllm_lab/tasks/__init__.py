@@ -31,12 +31,19 @@ TASKS: dict[str, type[Task]] = {
 }
 
 
+def task_name_of(key: str) -> str:
+    """The task of an evaluation-set key: ``countdown.d1`` (a second, labelled set of ``countdown``, e.g. the
+    real test file beside the synthetic one) -> ``countdown``; a plain task name is its own task."""
+    return key.split(".", 1)[0]
+
+
 def get_task(name: str, model: Any = None, **options: Any) -> Task:
-    """The task called ``name``. Its prompt style is ``options["prompt_style"]`` if given, else the
-    ``prompt_style`` of ``model`` (a :class:`~dllm_lab.models.DiffusionLM`: the format the checkpoint was
-    trained with), else ``d1``. Other ``options`` go to the task's constructor."""
+    """The task called ``name`` (or labelled ``<task>.<label>``: see :func:`task_name_of`). Its prompt style
+    is ``options["prompt_style"]`` if given, else the ``prompt_style`` of ``model`` (a
+    :class:`~dllm_lab.models.DiffusionLM`: the format the checkpoint was trained with), else ``d1``. Other
+    ``options`` go to the task's constructor."""
     try:
-        cls = TASKS[name]
+        cls = TASKS[task_name_of(name)]
     except KeyError:
         raise ValueError(f"unknown task {name!r}; available: {sorted(TASKS)}") from None
     if options.get("prompt_style") is None:
@@ -46,5 +53,5 @@ def get_task(name: str, model: Any = None, **options: Any) -> Task:
 
 __all__ = [
     "D1_SYSTEM_PROMPT", "TASKS", "Example", "Task", "UnsafeExpression", "extract_answer_text",
-    "extract_boxed", "get_task", "parse_number", "safe_arith_eval",
+    "extract_boxed", "get_task", "parse_number", "safe_arith_eval", "task_name_of",
 ]

@@ -24,15 +24,16 @@ TEMPORAL_TAG = "temporal"  # MLflow tag ("true") on runs with temporal artifacts
 STUDY_EXPERIMENT = "dllm-lab/temporal_voting"
 
 
-def results_from_metrics(metrics: dict[str, Any], task_names: list[str]) -> dict[str, dict[str, float]]:
-    """Per-task results from flat ``eval/<task>/<metric>`` values (``trainer.callback_metrics``, an MLflow
+def results_from_metrics(metrics: dict[str, Any], task_names: list[str],
+                         prefix: str = "eval") -> dict[str, dict[str, float]]:
+    """Per-task results from flat ``<prefix>/<task>/<metric>`` values (``trainer.callback_metrics``, an MLflow
     run's metrics): every metric logged for a task that has ``accuracy``."""
     out: dict[str, dict[str, float]] = {}
     for t in task_names:
-        prefix = f"eval/{t}/"
-        if f"{prefix}accuracy" not in metrics:
+        head = f"{prefix}/{t}/"
+        if f"{head}accuracy" not in metrics:
             continue
-        names = {k: k[len(prefix):] for k in metrics if k.startswith(prefix)}
+        names = {k: k[len(head):] for k in metrics if k.startswith(head)}
         out[t] = {m: float(metrics[k]) for k, m in names.items() if "/" not in m}
     return out
 

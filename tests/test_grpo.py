@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import lightning as L
@@ -234,3 +235,25 @@ def test_updates_raise_the_likelihood_of_positive_advantage_completions(estimato
         optimizer.step()
     after = sequence_logp()
     assert after[0] > before[0] and after[1] < before[1], (before, after)
+
+
+def test_dynamic_sampling_keeps_whole_groups_with_a_non_zero_advantage(compose_cfg, tiny_model_dir):
+    from dllm_lab.rl import Rollout
+
+    n, L = 6, 4
+    ro = Rollout(
+        prompt_ids=torch.arange(n)[:, None], attention_mask=torch.ones(n, 1), completion=torch.arange(n * L).view(n, L),
+        completion_mask=torch.ones(n, L, dtype=torch.bool), commit_step=None, num_steps=0,
+        rewards={"task": torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0, 0.0])}, total=torch.tensor([1.0, 1, 0, 1, 0, 0]),
+        advantages=torch.tensor([0.0, 0.0, -0.5, 0.5, 0.0, 0.0]), correct=torch.tensor([1.0, 1, 0, 1, 0, 0]),
+        tse=None, texts=list("abcdef"), examples=[{"i": i} for i in range(n)], tasks=["countdown"] * n, seed=0,
+        nfe=1, seconds=0.0)
+    rows = ro.informative_rows(group_size=2)  # groups (0,1) and (4,5) tie; (2,3) differs
+    assert rows.tolist() == [2, 3]
+    kept = ro.select(rows)
+    assert kept.texts == ["c", "d"] and kept.advantages.tolist() == [-0.5, 0.5]
+    assert kept.completion.tolist() == [[8, 9, 10, 11], [12, 13, 14, 15]] and kept.rewards["task"].tolist() == [0, 1]
+    metrics = run_train(compose_cfg("train", [*FAST_RL, *SMALL_DECODE, f"model.name_or_path={tiny_model_dir}",
+                                              "algo.drop_uniform_groups=true", "trainer.fast_dev_run=true",
+                                              "logger=none", "algo.rewards=[text_length]"]))
+    assert 0 <= metrics["train/informative_groups"] <= 2 and math.isfinite(metrics["train/loss"])

@@ -193,6 +193,7 @@ def _train_settings(cfg: DictConfig, job: Job) -> None:
             beta=float(algo.beta), p_mask_prompt=float(algo.p_mask_prompt), advantage_scale=algo.advantage_scale,
             max_grad_norm=None if algo.max_grad_norm is None else float(algo.max_grad_norm),
             sample_table_every=int(algo.sample_table_every), lora=_plain(algo.lora) if algo.get("lora") else None,
+            drop_uniform_groups=bool(algo.get("drop_uniform_groups", False)),
         )
     if kind == "posterior_sft":
         fields = PosteriorSettings.__dataclass_fields__

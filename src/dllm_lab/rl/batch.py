@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,3 +40,25 @@ class Rollout:
     seed: int
     nfe: int
     seconds: float
+
+    def informative_rows(self, group_size: int) -> torch.Tensor:
+        """Indices of the rows whose group has any non-zero advantage (DAPO's dynamic sampling keeps only
+        those: a group whose completions all scored the same teaches the policy term nothing)."""
+        groups = self.advantages.reshape(-1, group_size).ne(0).any(1)
+        return groups.repeat_interleave(group_size).nonzero().squeeze(1)
+
+    def select(self, rows: torch.Tensor) -> Rollout:
+        """The rollout restricted to ``rows`` (whole groups, in order); the update's inputs only."""
+        index = rows.tolist()
+
+        def take(x):
+            return None if x is None else x[rows.to(x.device)]
+
+        return dataclasses.replace(
+            self, prompt_ids=take(self.prompt_ids), attention_mask=take(self.attention_mask),
+            completion=take(self.completion), completion_mask=take(self.completion_mask),
+            commit_step=take(self.commit_step), rewards={k: take(v) for k, v in self.rewards.items()},
+            total=take(self.total), advantages=take(self.advantages), correct=take(self.correct), tse=take(self.tse),
+            texts=[self.texts[i] for i in index], examples=[self.examples[i] for i in index],
+            tasks=[self.tasks[i] for i in index],
+        )

@@ -26,6 +26,8 @@ class GRPOSettings:
         (``None``: off). sample_table_every: log a table of completions every N rollouts (0: never).
     lora: peft LoRA settings (``r``, ``alpha``, ``dropout``, ``target_modules``), or ``None`` for full
         fine-tuning with a frozen copy as the reference policy.
+    drop_uniform_groups: update only on the groups with a non-zero advantage (DAPO's dynamic sampling, without
+        its resampling: a rollout whose groups all tie updates on the KL term alone, so step counts hold).
     """
 
     estimator: str = "one_step"
@@ -41,6 +43,7 @@ class GRPOSettings:
     max_grad_norm: float | None = 1.0
     sample_table_every: int = 0
     lora: dict[str, Any] | None = None
+    drop_uniform_groups: bool = False
 
     def __post_init__(self) -> None:
         def need(ok: bool, key: str, message: str) -> None:

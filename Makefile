@@ -57,6 +57,7 @@ posterior-sft-report: setup  ## rebuild experiments/posterior_sft/results.md fro
 	$(PY) -m dllm_lab.cli.posterior_report
 
 rl-study: setup  ## the RL study: 4 arms x 3 seeds (Hydra multirun), then its table
+	$(PY) -m dllm_lab.cli.eval experiment=rl_base
 	$(PY) -m dllm_lab.cli.train -m experiment=rl_countdown,rl_tse,rl_tse_acc,rl_cj_grpo seed=0,1,2
 	$(PY) -m dllm_lab.cli.rl_report
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from pathlib import Path
 
 import lightning as L
 import mlflow
@@ -16,7 +15,7 @@ from conftest import RUN_DECODERS, small_decoder
 from dllm_lab.errors import ConfigError
 from dllm_lab.paths import config_dir
 from dllm_lab.rl import register_reward
-from dllm_lab.runs import run_train
+from dllm_lab.runs import run_eval, run_train
 
 # A reward that (almost) always differs within a group, so advantages and gradients are non-zero even
 # for an untrained policy. Registered at import: DDP workers import this module too.
@@ -183,20 +182,23 @@ def test_lora_trains_only_the_adapter_and_the_base_is_the_reference(compose_cfg,
 
 
 @pytest.mark.slow
-def test_rl_study_report_has_before_and_after_per_seed(compose_cfg, tiny_model_dir, tmp_path):
+def test_rl_study_report_pairs_each_seed_with_the_base_per_set_and_decoder(compose_cfg, tiny_model_dir, tmp_path):
     from dllm_lab.evaluation.rl_report import write_report
 
+    small = [f"model.name_or_path={tiny_model_dir}", "data.num_eval=3", "data.eval_batch_size=3",
+             "eval_decoders.few_step.gen_length=16", *SMALL_DECODE]
+    run_eval(compose_cfg("eval", ["experiment=rl_base", *small, "print_table=false"]))
     for seed in (0, 1, 1):  # seed 1 twice: the rerun replaces the first run, it is not averaged with it
-        run_train(compose_cfg("train", [*FAST_RL, *SMALL_DECODE, f"model.name_or_path={tiny_model_dir}",
-                                        f"seed={seed}", "trainer.max_steps=2", "eval_after_fit=true"]))
+        run_train(compose_cfg("train", [*FAST_RL, *small, f"seed={seed}", "trainer.max_steps=2",
+                                        "eval_after_fit=true", "print_table=false"]))
     table = write_report(mlflow.get_tracking_uri(), tmp_path)
-    row = next(line for line in table.splitlines() if "accuracy reward (d1)" in line)
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1] == "countdown" and cells[2] == Path(tiny_model_dir).name and cells[3] == "0,1"
-    assert "±" in cells[4] and "±" in cells[5]
-    assert (tmp_path / "results.md").read_text().strip() == table
-    runs = (tmp_path / "runs.csv").read_text().splitlines()
-    assert len(runs) == 3 and runs[0].startswith("arm,task,model,seed,before,after")
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert {(r["decoder"], r["set"]) for r in rows} == {(d, s) for d in ("run", "few_step")
+                                                         for s in ("countdown", "countdown.d1")}
+    assert all(r["arm"] == "rl_countdown" and r["seeds"] == [0, 1] and r["problems"] == 3 for r in rows)
+    assert table.count("diffu-GRPO, accuracy reward (d1)") == 4 and "cd3-style file" in table
+    ledger = json.loads((tmp_path / "per_problem.json").read_text())
+    assert set(ledger) == {"rl_base", "rl_countdown"} and set(ledger["rl_countdown"]) == {"0", "1"}
 
 
 @pytest.mark.parametrize("estimator", ["one_step", "full_mask", "trajectory"])

@@ -155,18 +155,18 @@ def test_the_study_table_pairs_every_seed_with_the_base_on_the_same_problems():
 
 
 def test_the_report_resumes_from_its_per_problem_file_when_mlflow_has_only_new_runs(tmp_path, monkeypatch):
-    from dllm_lab.evaluation import posterior_report
+    from dllm_lab.evaluation import posterior_report, study_runs
 
     base = {"arith": {i: float(i % 2) for i in range(40)}}
     worse = {"arith": {i: 0.0 for i in range(40)}}
     first = {"psft_base": {0: {"correct": base, "minutes": 1.0}},
              "psft_gold": {0: {"correct": worse, "minutes": 2.0}}}
-    monkeypatch.setattr(posterior_report, "collect_runs", lambda uri: first)
+    monkeypatch.setattr(study_runs, "newest_runs", lambda uri, arms, extra=None: first)
     posterior_report.write_report("unused", tmp_path)
     # a new sitting with an empty store runs seed 1 only, and reruns seed 0 with another result
     second = {"psft_gold": {0: {"correct": base, "minutes": 3.0}, 1: {"correct": worse, "minutes": 2.0}}}
-    monkeypatch.setattr(posterior_report, "collect_runs", lambda uri: second)
+    monkeypatch.setattr(study_runs, "newest_runs", lambda uri, arms, extra=None: second)
     posterior_report.write_report("unused", tmp_path)
     gold = next(r for r in json.loads((tmp_path / "results.json").read_text()) if r["arm"] == "psft_gold")
     assert gold["seeds"] == [0, 1] and gold["accuracy"] == [0.5, 0.0] and gold["minutes"] == 2.5
-    assert posterior_report.load_ledger(tmp_path / "per_problem.json")["psft_base"][0]["correct"] == base
+    assert study_runs.load_ledger(tmp_path / "per_problem.json")["psft_base"][0]["correct"] == base

@@ -199,6 +199,7 @@ def test_rl_study_report_pairs_each_seed_with_the_base_per_set_and_decoder(compo
     assert table.count("diffu-GRPO, accuracy reward (d1)") == 4 and "cd3-style file" in table
     ledger = json.loads((tmp_path / "per_problem.json").read_text())
     assert set(ledger) == {"rl_base", "rl_countdown"} and set(ledger["rl_countdown"]) == {"0", "1"}
+    assert (tmp_path / "vs_base.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("estimator", ["one_step", "full_mask", "trajectory"])

@@ -170,3 +170,4 @@ def test_the_report_resumes_from_its_per_problem_file_when_mlflow_has_only_new_r
     gold = next(r for r in json.loads((tmp_path / "results.json").read_text()) if r["arm"] == "psft_gold")
     assert gold["seeds"] == [0, 1] and gold["accuracy"] == [0.5, 0.0] and gold["minutes"] == 2.5
     assert study_runs.load_ledger(tmp_path / "per_problem.json")["psft_base"][0]["correct"] == base
+    assert (tmp_path / "vs_base.png").stat().st_size > 0

@@ -50,7 +50,8 @@ def study_table(rows: list[dict[str, Any]]) -> str:
 
 
 def write_report(tracking_uri: str, output_dir: str | Path) -> str:
-    """Collect the runs, write ``results.md`` and ``results.json`` to ``output_dir``; returns the table."""
+    """Collect the runs, write ``results.md``, ``results.json`` and ``vs_base.png`` (each arm's difference from the
+    base with its interval) to ``output_dir``; returns the table."""
     out = Path(output_dir)
     found = pooled_runs(tracking_uri, out, (BASE, *ARMS), _kept_fraction)
     rows = study_rows(found) if found else []
@@ -62,5 +63,9 @@ def write_report(tracking_uri: str, output_dir: str | Path) -> str:
             "with a 95% interval from resampling seeds, then problems (10,000 resamples). \"not resolved\": the "
             "interval covers 0.\n")
     (out / "results.md").write_text(table + note)
+    from dllm_lab.evaluation.sweep import plot_differences
+
+    plot_differences([{**r, "delta_low": r["low"], "delta_high": r["high"]} for r in rows], out / "vs_base.png",
+                     label=lambda r: ARM_LABELS.get(r["arm"], r["arm"]), baseline="base model")
     (out / "results.json").write_text(json.dumps(rows, indent=1))
     return table

@@ -60,7 +60,8 @@ def study_table(rows: list[dict[str, Any]]) -> str:
 
 
 def write_report(tracking_uri: str, output_dir: str | Path) -> str:
-    """Pool the runs, write ``results.md``, ``results.json`` and ``per_problem.json``; returns the table."""
+    """Pool the runs, write ``results.md``, ``results.json``, ``per_problem.json`` and ``vs_base.png`` (each arm's
+    change from the base with its interval, one panel per decoder and set); returns the table."""
     out = Path(output_dir)
     found = pooled_runs(tracking_uri, out, (BASE, *ARMS))
     rows = study_rows(found) if found else []
@@ -74,4 +75,8 @@ def write_report(tracking_uri: str, output_dir: str | Path) -> str:
             "resolved\": the interval covers 0.\n")
     (out / "results.md").write_text(table + note)
     (out / "results.json").write_text(json.dumps(rows, indent=1))
+    from dllm_lab.evaluation.sweep import plot_differences
+
+    plot_differences([{**r, "delta_low": r["low"], "delta_high": r["high"]} for r in rows], out / "vs_base.png",
+                     label=lambda r: ARM_LABELS.get(r["arm"], r["arm"]), baseline="base model")
     return table

@@ -146,8 +146,11 @@ def paired_differences(
     return means
 
 
-def plot_differences(rows: list[dict[str, Any]], path: Path) -> None:
-    """Each setting's accuracy difference from the baseline with its 95% interval, one panel per task."""
+def plot_differences(rows: list[dict[str, Any]], path: Path, label: Callable[[dict[str, Any]], str] | None = None,
+                     baseline: str | None = None) -> None:
+    """Each setting's accuracy difference from the baseline with its 95% interval, one panel per task (grey:
+    not resolved). ``label`` names a row's setting (default ``<decoder> L<gen_length>``); ``baseline`` the
+    reference in the axis title (default the rows' ``baseline``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,18 +158,19 @@ def plot_differences(rows: list[dict[str, Any]], path: Path) -> None:
 
     rows = [r for r in rows if "delta_low" in r]
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    labels = list(dict.fromkeys(f"{r['decoder']} L{r['gen_length']}" for r in rows))
+    label = label or (lambda r: f"{r['decoder']} L{r['gen_length']}")
+    labels = list(dict.fromkeys(label(r) for r in rows))
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 0.28 * len(labels) + 1.2), squeeze=False,
                              sharey=True)
     for ax, task in zip(axes[0], tasks, strict=True):
         for r in (r for r in rows if r["task"] == task):
-            y = labels.index(f"{r['decoder']} L{r['gen_length']}")
+            y = labels.index(label(r))
             resolved = r["delta_low"] > 0 or r["delta_high"] < 0
             ax.errorbar(r["delta"], y, xerr=[[r["delta"] - r["delta_low"]], [r["delta_high"] - r["delta"]]],
                         fmt="o", ms=3, color="C0" if resolved else "gray", capsize=2)
         ax.axvline(0, color="black", lw=0.6)
         ax.set_title(task)
-        ax.set_xlabel(f"accuracy - {rows[0]['baseline']} (95% CI)")
+        ax.set_xlabel(f"accuracy - {baseline or rows[0]['baseline']} (95% CI)")
     axes[0][0].set_yticks(range(len(labels)), labels, fontsize=7)
     axes[0][0].invert_yaxis()
     fig.tight_layout()

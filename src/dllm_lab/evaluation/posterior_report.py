@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dllm_lab.evaluation.stats import Interval, mean_sd
-from dllm_lab.evaluation.study_runs import paired_rows, pooled_runs
+from dllm_lab.evaluation.study_runs import paired_rows, plot_vs_base, pooled_runs
 
 BASE = "psft_base"
 ARMS = ("psft_posterior", "psft_unfiltered", "psft_gold")
@@ -63,9 +63,6 @@ def write_report(tracking_uri: str, output_dir: str | Path) -> str:
             "with a 95% interval from resampling seeds, then problems (10,000 resamples). \"not resolved\": the "
             "interval covers 0.\n")
     (out / "results.md").write_text(table + note)
-    from dllm_lab.evaluation.sweep import plot_differences
-
-    plot_differences([{**r, "delta_low": r["low"], "delta_high": r["high"]} for r in rows], out / "vs_base.png",
-                     label=lambda r: ARM_LABELS.get(r["arm"], r["arm"]), baseline="base model")
+    plot_vs_base(rows, out / "vs_base.png", ARM_LABELS)
     (out / "results.json").write_text(json.dumps(rows, indent=1))
     return table

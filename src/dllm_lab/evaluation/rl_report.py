@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dllm_lab.evaluation.stats import Interval, mean_sd
-from dllm_lab.evaluation.study_runs import paired_rows, pooled_runs
+from dllm_lab.evaluation.study_runs import paired_rows, plot_vs_base, pooled_runs
 
 BASE = "rl_base"
 ARMS = ("rl_countdown", "rl_tse", "rl_tse_acc", "rl_cj_grpo")
@@ -75,8 +75,5 @@ def write_report(tracking_uri: str, output_dir: str | Path) -> str:
             "resolved\": the interval covers 0.\n")
     (out / "results.md").write_text(table + note)
     (out / "results.json").write_text(json.dumps(rows, indent=1))
-    from dllm_lab.evaluation.sweep import plot_differences
-
-    plot_differences([{**r, "delta_low": r["low"], "delta_high": r["high"]} for r in rows], out / "vs_base.png",
-                     label=lambda r: ARM_LABELS.get(r["arm"], r["arm"]), baseline="base model")
+    plot_vs_base(rows, out / "vs_base.png", ARM_LABELS)
     return table

@@ -60,18 +60,17 @@ def run_state(logger) -> Iterator[None]:
 def evaluate(job: Job, lm: DiffusionLM, datamodule: TaskDataModule, logger) -> dict[str, Any]:
     """The test loop with ``job.decoder``, then with each of ``job.eval_decoders`` (metrics ``eval_<name>/...``,
     artifacts under ``eval_<name>/``); prints the tables on rank 0; returns flat metrics + ``table``."""
-    results, is_zero = evaluate_decoder(lm, datamodule, job.decoder, job.trainer, logger, job.output_dir,
-                                        job.eval_temporal, job.output_dir, job.decode_callbacks)
-    tables = [format_table(results)]
-    metrics = {f"eval/{t}/{k}": v for t, row in results.items() for k, v in row.items()}
-    for name, decoder in job.eval_decoders.items():
-        prefix = f"eval_{name}"
-        more, _ = evaluate_decoder(lm, datamodule, decoder, job.trainer, logger, job.output_dir, None,
-                                   job.output_dir / prefix, job.decode_callbacks, prefix)
-        steps = decoder.total_steps or "adaptive"
-        heading = f"{prefix} (schedule={decoder.schedule}, steps={steps}, L={decoder.gen_length})"
-        tables.append(f"{heading}:\n{format_table(more)}")
-        metrics |= {f"{prefix}/{t}/{k}": v for t, row in more.items() for k, v in row.items()}
+    runs = [("eval", job.decoder, job.eval_temporal, job.output_dir)]
+    runs += [(f"eval_{name}", decoder, None, job.output_dir / f"eval_{name}")
+             for name, decoder in job.eval_decoders.items()]
+    tables, metrics, is_zero = [], {}, True
+    for prefix, decoder, temporal, records_dir in runs:
+        results, is_zero = evaluate_decoder(lm, datamodule, decoder, job.trainer, logger, job.output_dir, temporal,
+                                            records_dir, job.decode_callbacks, prefix)
+        metrics |= {f"{prefix}/{t}/{k}": v for t, row in results.items() for k, v in row.items()}
+        heading = "" if prefix == "eval" else (f"{prefix} (schedule={decoder.schedule}, steps="
+                                               f"{decoder.total_steps or 'adaptive'}, L={decoder.gen_length}):\n")
+        tables.append(heading + format_table(results))
     table = "\n\n".join(tables)
     if is_zero and job.print_table:
         print_summary(table, logger, job)

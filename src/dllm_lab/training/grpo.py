@@ -135,11 +135,9 @@ class GRPOModule(L.LightningModule):
         # 1. rollout -> rewards -> advantages
         ro = self.last_rollout = self.rollout(batch)
         start = time.perf_counter()
-        logged = ro
-        if s.drop_uniform_groups:
-            rows = ro.informative_rows(s.num_generations)
-            if 0 < len(rows) < len(ro.texts):
-                ro = ro.select(rows)
+        logged, informative = ro, ro.informative_rows(s.num_generations)
+        if s.drop_uniform_groups and 0 < len(informative) < len(ro.texts):
+            ro = ro.select(informative)
         mu = s.num_iterations
         inputs = range(mu if estimator.varies_per_iteration else 1)  # one input per iteration, or one for all
         # 2. old and reference log-probs, without gradients
@@ -177,7 +175,7 @@ class GRPOModule(L.LightningModule):
             for k, v in parts.items():
                 stats[k] = stats.get(k, 0.0) + float(v) / mu
         # 4. logs
-        stats["informative_groups"] = float(logged.informative_rows(s.num_generations).numel() / s.num_generations)
+        stats["informative_groups"] = len(informative) / s.num_generations
         self._log_rollout(logged, stats, torch.stack(losses).mean(), time.perf_counter() - start)
         return torch.stack(losses).mean()
 

@@ -138,7 +138,9 @@ def main() -> None:
         print(json.dumps(run_one(args.one, args)))
         return
     rows = []
-    passthrough = [a for a in sys.argv[1:] if not a.startswith("--settings")]
+    passthrough = [f"--model={args.model}", f"--prompts={args.prompts}", f"--generations={args.generations}",
+                   f"--gen-length={args.gen_length}", f"--iterations={args.iterations}", f"--reps={args.reps}",
+                   *([f"--threads={args.threads}"] if args.threads else []), *(["--cpu"] if args.cpu else [])]
     for label in args.settings:
         out = subprocess.run([sys.executable, __file__, *passthrough, "--one", label], check=True,
                              capture_output=True, text=True)

@@ -50,7 +50,9 @@ def test_decoding_benchmark_reports_nfe_and_overhead(tmp_path, tiny_model_dir):
 
 def test_rl_step_benchmark_replays_log2_states_with_ass(tmp_path, tiny_model_dir):
     stdout = run("rl_step.py", "--model", str(tiny_model_dir), "--prompts", "1", "--generations", "2", "--reps", "1",
-                 "--gen-length", "16", "--threads", "1", "--cpu", "--out", str(tmp_path / "r.json"))
+                 "--gen-length", "16", "--threads", "1", "--cpu", "--out", str(tmp_path / "r.json"), "--settings",
+                 "trajectory (CJ-GRPO), eoser_ass log2 L steps", "trajectory (CJ-GRPO), semi_ar L/2 steps",
+                 "one_step + TCR reward (-TSE), semi_ar L/2 steps")
     assert "| setting | states replayed |" in stdout
     rows = {r["setting"]: r for r in json.loads((tmp_path / "r.json").read_text())["rows"]}
     assert rows["trajectory (CJ-GRPO), eoser_ass log2 L steps"]["states"] == 4  # log2(16)

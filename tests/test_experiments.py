@@ -53,7 +53,12 @@ def test_experiment_runs_fast_dev(name, compose_cfg, tmp_path):
     elif not Path(str(cfg.model.name_or_path)).exists():  # stages 2 and 3 start from unshipped stages
         overrides += [f"model.name_or_path={project_root() / 'checkpoints' / 'tiny-mdlm'}"]
     if cfg.get("sweep"):
-        overrides += ["sweep.gen_lengths=[32]", f"sweep.output_dir={tmp_path}/sweep"]
+        # a sweep's variants may fix their own full lengths: one task, and the baseline with the first and last
+        # other decoder (every preset decodes in the algo x decoder tests; this one tests the sweep's plumbing)
+        others = [d for d in cfg.sweep.decoders if d != cfg.sweep.baseline]
+        decoders = [*([cfg.sweep.baseline] if cfg.sweep.baseline else []), *dict.fromkeys([others[0], others[-1]])]
+        overrides += ["sweep.gen_lengths=[32]", f"sweep.output_dir={tmp_path}/sweep", "data.tasks=[arith]",
+                      "data.weights=[1.0]", f"sweep.decoders=[{','.join(decoders)}]"]
     if entry == "train":
         overrides += ["trainer.fast_dev_run=true", f"export_dir={tmp_path}/export"]
         metrics = run_train(compose_cfg("train", overrides))
@@ -65,7 +70,7 @@ def test_experiment_runs_fast_dev(name, compose_cfg, tmp_path):
         metrics = run_eval(compose_cfg("eval", overrides))
     if cfg.get("sweep"):
         rows = metrics["rows"]
-        assert {r["decoder"] for r in rows} == set(cfg.sweep.decoders)
+        assert {r["decoder"] for r in rows} == set(decoders)
         assert (tmp_path / "sweep" / "results.md").exists() and (tmp_path / "sweep" / "accuracy_vs_nfe.png").exists()
         accuracies = [r["accuracy"] for r in rows]
     else:

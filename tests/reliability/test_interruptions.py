@@ -38,6 +38,7 @@ def test_an_rl_run_validated_at_step_0_stays_running_until_it_has_trained(compos
         "experiment=rl_countdown", f"model.name_or_path={tiny_model_dir}", "data.num_eval=2", "data.eval_batch_size=2",
         "data.batch_size=2", "algo.num_generations=2", "trainer.max_steps=2", "trainer.num_threads=1",
         "decoder.gen_length=16", "decoder.block_length=8", "decoder.steps=8", "eval_after_fit=true",
+        "validate_before_fit=true",
     ])
     run_train(cfg, callbacks=[status])
     assert status.seen and set(status.seen) == {"RUNNING"}, "the step-0 validation must not end the run"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -38,6 +39,34 @@ def test_the_readmes_real_benchmark_command_runs_on_a_local_file(compose_cfg, ti
                                             "logger=none"]))
     assert _eval_tasks(metrics) == {"gsm8k"}, "the dict replaces the synthetic eval set"
     assert metrics["eval/gsm8k/samples"] == 3  # num_eval=3 of the fixture's valid rows (4 bad rows are skipped)
+
+
+def _readme_block(after: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("```bash", readme.index(after)) + len("```bash")
+    return readme[start : readme.index("```", start)]
+
+
+def test_the_readmes_llada_8b_rl_commands_compose_and_validate(compose_cfg, monkeypatch):
+    """The README's LLaDA-8B RL commands, expanded by bash as a user's shell would, compose and pass every
+    start-up check (the model is not loaded: that needs the weights and a GPU)."""
+    block = _readme_block("**LLaDA-8B-Instruct on GPUs**")
+    local = str(ROOT / "data" / "countdown_cd3_style_test.jsonl")
+    script = "dllm-train() { printf '%s\\0' \"$@\"; printf '\\n'; }\n" + block.replace("<path>/countdown_cd3_test.jsonl", local)
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
+    commands = [line.strip("\0").split("\0") for line in out.splitlines() if line]
+    assert len(commands) == 2, out
+    for args in commands:
+        job = build_job(compose_cfg("train", args), "train")
+        s = job.grpo
+        assert (job.optim.lr, s.num_generations, s.beta, s.eps, s.temperature) == (3e-6, 6, 0.04, 0.5, 0.9)
+        assert s.lora["r"] == 128 and job.decoder.gen_length == 256 and job.decoder.steps == 128
+    countdown, gsm8k = (compose_cfg("train", args) for args in commands)
+    assert countdown.data.train_sources.countdown == "Jiayi-Pan/Countdown-Tasks-3to4"
+    assert countdown.data.task_options.countdown.num_numbers == 3
+    assert countdown.trainer.max_steps == 5000 * countdown.algo.num_iterations
+    assert dict(gsm8k.data.eval_tasks) == {"gsm8k": "openai/gsm8k"} and not countdown.eval_decoders
+    assert list(gsm8k.algo.rewards) == ["task", "d1_integer", "d1_strict_format", "d1_soft_format", "d1_xml_count"]
 
 
 def test_a_one_task_eval_set_evaluates_one_task(compose_cfg, tiny_model_dir):

@@ -52,7 +52,8 @@ def test_the_readmes_llada_8b_rl_commands_compose_and_validate(compose_cfg, monk
     start-up check (the model is not loaded: that needs the weights and a GPU)."""
     block = _readme_block("**LLaDA-8B-Instruct on GPUs**")
     local = str(ROOT / "data" / "countdown_cd3_style_test.jsonl")
-    script = "dllm-train() { printf '%s\\0' \"$@\"; printf '\\n'; }\n" + block.replace("<path>/countdown_cd3_test.jsonl", local)
+    shell_prints_args = "dllm-train() { printf '%s\\0' \"$@\"; printf '\\n'; }\n"
+    script = shell_prints_args + block.replace("<path>/countdown_cd3_test.jsonl", local)
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
     commands = [line.strip("\0").split("\0") for line in out.splitlines() if line]
     assert len(commands) == 2, out

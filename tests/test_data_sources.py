@@ -10,6 +10,7 @@ import pytest
 
 from dllm_lab.data import TaskDataModule
 from dllm_lab.errors import ConfigError
+from dllm_lab.paths import project_root
 from dllm_lab.runs import run_train
 
 SMALL = ["data.num_eval=2", "data.eval_batch_size=2", "data.batch_size=2", "data.num_val_batches=1",
@@ -155,3 +156,14 @@ def test_a_local_source_is_read_once(tiny_lm, tmp_path, monkeypatch):
                     train_examples={"gsm8k": rows})
     given.train_dataloader()
     assert len(calls) == 1, "rows the factory already read are not read again"
+
+
+def test_rl_validation_decodes_the_first_num_val_batches_of_each_set_and_the_test_loop_all(tiny_lm):
+    d1_style = str(project_root() / "data" / "countdown_cd3_style_test.jsonl")
+    dm = TaskDataModule(tiny_lm.chat, tiny_lm.mask_token_id, tasks=["countdown"], num_eval=7, batch_size=2,
+                        eval_batch_size=3, num_val_batches=1, train_mode="prompts",
+                        eval_tasks={"countdown": "synthetic", "countdown.d1": d1_style})
+    val, test = dm.val_dataloader(), dm.test_dataloader()
+    assert [len(loader.dataset) for loader in val] == [3, 3] and [len(loader.dataset) for loader in test] == [7, 7]
+    first = next(iter(val[0]))["examples"]
+    assert first == [test[0].dataset[i]["example"] for i in range(3)], "validation reads the start of each set"

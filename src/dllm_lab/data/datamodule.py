@@ -292,22 +292,28 @@ class TaskDataModule(L.LightningDataModule):
         return DataLoader(self._train, batch_size=None, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
-    def val_dataloader(self) -> DataLoader:
-        if self.train_mode == "prompts":  # RL validates by decoding the evaluation sets
-            return self.test_dataloader()
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        if self.train_mode == "prompts":  # RL validates by decoding the first num_val_batches batches of each set
+            return self._eval_loaders(self.num_val_batches * self.eval_batch_size)
         stream = self._stream(self.seed + 10_000, set())
         rank, world = _rank_world()
         batches = [stream.batch(j * world + rank) for j in range(self.num_val_batches)]
         return DataLoader(batches, batch_size=None)
 
     def test_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders(None)
+
+    def _eval_loaders(self, per_rank: int | None) -> list[DataLoader]:
+        """One loader per evaluation set, its problems strided over the DDP ranks; ``per_rank``: at most that
+        many problems per rank (the first ``per_rank x world`` of the set), ``None``: all of them."""
         rank, world = _rank_world()
         collate = PromptCollator(self.chat.eos_token_ids[0])
-        return [
-            DataLoader(torch.utils.data.Subset(s, range(rank, len(s), world)), batch_size=self.eval_batch_size,
-                       collate_fn=collate)
-            for s in self.eval_sets()
-        ]
+        loaders = []
+        for s in self.eval_sets():
+            end = len(s) if per_rank is None else min(len(s), per_rank * world)
+            loaders.append(DataLoader(torch.utils.data.Subset(s, range(rank, end, world)),
+                                      batch_size=self.eval_batch_size, collate_fn=collate))
+        return loaders
 
     predict_dataloader = test_dataloader
 

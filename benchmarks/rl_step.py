@@ -138,11 +138,8 @@ def main() -> None:
         print(json.dumps(run_one(args.one, args)))
         return
     rows = []
-    passthrough = [f"--model={args.model}", f"--prompts={args.prompts}", f"--generations={args.generations}",
-                   f"--gen-length={args.gen_length}", f"--iterations={args.iterations}", f"--reps={args.reps}",
-                   *([f"--threads={args.threads}"] if args.threads else []), *(["--cpu"] if args.cpu else [])]
-    for label in args.settings:
-        out = subprocess.run([sys.executable, __file__, *passthrough, "--one", label], check=True,
+    for label in args.settings:  # the child reads the same arguments; --one makes it measure one setting
+        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--one", label], check=True,
                              capture_output=True, text=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(f"\nOne RL step on {Path(args.model).name}: {args.prompts} prompts x {args.generations} generations, "

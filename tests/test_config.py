@@ -47,7 +47,7 @@ def _readme_block(after: str) -> str:
     return readme[start : readme.index("```", start)]
 
 
-def test_the_readmes_llada_8b_rl_commands_compose_and_validate(compose_cfg, monkeypatch):
+def test_the_readmes_llada_8b_rl_commands_compose_and_validate(compose_cfg):
     """The README's LLaDA-8B RL commands, expanded by bash as a user's shell would, compose and pass every
     start-up check (the model is not loaded: that needs the weights and a GPU)."""
     block = _readme_block("**LLaDA-8B-Instruct on GPUs**")
@@ -57,12 +57,12 @@ def test_the_readmes_llada_8b_rl_commands_compose_and_validate(compose_cfg, monk
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
     commands = [line.strip("\0").split("\0") for line in out.splitlines() if line]
     assert len(commands) == 2, out
-    for args in commands:
-        job = build_job(compose_cfg("train", args), "train")
+    countdown, gsm8k = cfgs = [compose_cfg("train", args) for args in commands]
+    for cfg in cfgs:
+        job = build_job(cfg, "train")
         s = job.grpo
         assert (job.optim.lr, s.num_generations, s.beta, s.eps, s.temperature) == (3e-6, 6, 0.04, 0.5, 0.9)
         assert s.lora["r"] == 128 and job.decoder.gen_length == 256 and job.decoder.steps == 128
-    countdown, gsm8k = (compose_cfg("train", args) for args in commands)
     assert countdown.data.train_sources.countdown == "Jiayi-Pan/Countdown-Tasks-3to4"
     assert countdown.data.task_options.countdown.num_numbers == 3
     assert countdown.trainer.max_steps == 5000 * countdown.algo.num_iterations

@@ -56,7 +56,7 @@ def test_experiment_runs_fast_dev(name, compose_cfg, tmp_path):
         # a sweep's variants may fix their own full lengths: one task, and the baseline with the first and last
         # other decoder (every preset decodes in the algo x decoder tests; this one tests the sweep's plumbing)
         others = [d for d in cfg.sweep.decoders if d != cfg.sweep.baseline]
-        decoders = [*([cfg.sweep.baseline] if cfg.sweep.baseline else []), *dict.fromkeys([others[0], others[-1]])]
+        decoders = [*([cfg.sweep.baseline] if cfg.sweep.baseline else []), *dict.fromkeys(others[:1] + others[-1:])]
         overrides += ["sweep.gen_lengths=[32]", f"sweep.output_dir={tmp_path}/sweep", "data.tasks=[arith]",
                       "data.weights=[1.0]", f"sweep.decoders=[{','.join(decoders)}]"]
     if entry == "train":

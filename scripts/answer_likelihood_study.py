@@ -186,28 +186,45 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: list[dict], path: Path) -> None:
-    import matplotlib
+DECODER = "greedy infilling, 1 token per step left to right, L=80"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def correlation_figure(results: list[dict], decoder: str = DECODER):
+    """One panel per task: each signal's Pearson r with final correctness against the fraction of the reasoning
+    decoded, with its 95% band; the legend above the panels, the study and decoder in the title."""
+    from dllm_lab.temporal.plots import figure_title, new_figure, say
 
     tasks = list(dict.fromkeys(r["task"] for r in results))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False, sharey=True)
+    title = figure_title("How well a partial trace predicts final correctness", decoder=decoder,
+                         study="answer_likelihood")
+    fig, axes = new_figure(4.6 * max(len(tasks), 1) + 1.8, 4.2, 1, max(len(tasks), 1), sharey=True)
+    fig.suptitle(title, fontsize=10)
+    if not tasks:
+        say(axes[0][0], "no results")
+        return fig
     for ax, name in zip(axes[0], tasks, strict=True):
+        rows_of = [r for r in results if r["task"] == name]
         for i, (signal, label) in enumerate(SIGNALS.items()):
-            rows = [r for r in results if r["task"] == name and r["signal"] == signal]
+            rows = [r for r in rows_of if r["signal"] == signal]
             f = np.array([r["fraction"] for r in rows])
             ax.plot(f, [r["pearson"] for r in rows], marker="o", ms=3, color=f"C{i}", label=label)
             ax.fill_between(f, [r["low"] for r in rows], [r["high"] for r in rows], color=f"C{i}", alpha=0.2)
         ax.axhline(0, color="black", lw=0.6)
-        ax.set_title(name)
-        ax.set_xlabel("fraction of the reasoning decoded")
-    axes[0][0].set_ylabel("Pearson r with final correctness (95% band)")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        ax.set_title(f"{name} (accuracy {rows_of[0]['accuracy']:.3f}, {rows_of[0]['problems']} problems)",
+                     fontsize=9)
+        ax.set_xlabel("fraction of the reasoning decoded", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(lw=0.3, alpha=0.5)
+    axes[0][0].set_ylabel("Pearson r with final correctness (95% band)", fontsize=8)
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside right upper", fontsize=8, frameon=False)
+    return fig
+
+
+def plot(results: list[dict], path: Path, decoder: str = DECODER) -> Path:
+    """:func:`correlation_figure` as a PNG at ``path``."""
+    from dllm_lab.temporal.plots import save_figure
+
+    return save_figure(correlation_figure(results, decoder), path)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from dllm_lab.temporal import (
     temporal_records,
     write_records,
 )
+from dllm_lab.temporal import plots as temporal_plots
 from dllm_lab.temporal.plots import plot_all, timeline_matrix
 
 TINY = ["data.num_eval=5", "data.eval_batch_size=3", "decoder.gen_length=16", "decoder.block_length=8",
@@ -66,6 +67,10 @@ def _answers_from_text_length(monkeypatch) -> None:
 
 def test_eval_logs_temporal_metrics_records_and_plots(compose_cfg, tiny_model_dir, tmp_path, monkeypatch):
     _answers_from_text_length(monkeypatch)
+    titles = []
+    save = temporal_plots.save_figure
+    monkeypatch.setattr(temporal_plots, "save_figure", lambda fig, path: titles.append(fig._suptitle.get_text())
+                        or save(fig, path))
     metrics = _eval(compose_cfg, tiny_model_dir, "decoder.temperature=1.0", "decoder.seed=0")
     _check_temporal_metrics(metrics)
     assert metrics["eval/arith/parse_rate"] == 1.0 and metrics["eval/sudoku4/parse_rate"] == 0.0
@@ -78,6 +83,7 @@ def test_eval_logs_temporal_metrics_records_and_plots(compose_cfg, tiny_model_di
     assert run.data.tags["temporal"] == "true"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert artifacts == {f"plots/{p}.png" for p in ("answer_timeline", "tse_distribution", "temporal_accuracy")}
+    assert len(titles) == 3 and all(f"run {run.info.run_name}" in t and "(L=16, " in t for t in titles), titles
     for task in TASKS:
         path = client.download_artifacts(run.info.run_id, f"temporal/{task}.parquet", str(tmp_path / "dl"))
         records = read_records(path)

@@ -207,7 +207,7 @@ class EvalModule(L.LightningModule):
 
     def write_temporal(self, out_dir: Path, logger=None) -> None:
         """``temporal/<task>.parquet`` and ``plots/*.png`` under ``out_dir``, logged when ``logger``."""
-        from dllm_lab.temporal.plots import plot_all
+        from dllm_lab.temporal.plots import plot_all, run_name_of
         from dllm_lab.tracking import log_file
 
         files = []
@@ -220,7 +220,8 @@ class EvalModule(L.LightningModule):
 
             rows = [{"task": t, "gen_length": self.decode_config.gen_length, **r} for t, r in self.results.items()]
             frame = pd.DataFrame(self.records)
-            for path in plot_all(frame, rows, out_dir / "plots", self.temporal.timeline_samples):
+            for path in plot_all(frame, rows, out_dir / "plots", self.temporal.timeline_samples,
+                                 run=run_name_of(logger), decoder=_decoder_label(self.decode_config, logger)):
                 files.append(("plots", path))
         if logger is not None:
             for artifact_path, path in files:
@@ -238,6 +239,16 @@ class EvalModule(L.LightningModule):
         for name in self.task_names:
             rows = [p for p in self.predictions if p["task"] == name]
             log_table(logger, rows, f"{folder}predictions/{name}.jsonl")
+
+
+def _decoder_label(config: DecodeConfig, logger=None) -> str:
+    """The decoder as plot titles name it: its preset (the run's ``preset.decoder`` or ``decoder`` tag) and its
+    length and steps, e.g. ``med (L=64, adaptive med)``, ``semi_ar (L=64, 64 steps)``."""
+    tags = getattr(logger, "tags", None) or {}
+    name = tags.get("preset.decoder") or tags.get("decoder")
+    steps = f"adaptive {config.adaptive}" if config.total_steps is None else f"{config.total_steps} steps"
+    about = f"L={config.gen_length}, {steps}"
+    return f"{name} ({about})" if name else f"{config.scorer}, {config.schedule} ({about})"
 
 
 def _temporal_values(metrics, any_samples: bool) -> dict[str, float]:

@@ -63,6 +63,6 @@ def write_report(tracking_uri: str, output_dir: str | Path) -> str:
             "with a 95% interval from resampling seeds, then problems (10,000 resamples). \"not resolved\": the "
             "interval covers 0.\n")
     (out / "results.md").write_text(table + note)
-    plot_vs_base(rows, out / "vs_base.png", ARM_LABELS)
+    plot_vs_base(rows, out / "vs_base.png", ARM_LABELS, study="posterior_sft")
     (out / "results.json").write_text(json.dumps(rows, indent=1))
     return table

@@ -75,5 +75,5 @@ def write_report(tracking_uri: str, output_dir: str | Path) -> str:
             "resolved\": the interval covers 0.\n")
     (out / "results.md").write_text(table + note)
     (out / "results.json").write_text(json.dumps(rows, indent=1))
-    plot_vs_base(rows, out / "vs_base.png", ARM_LABELS)
+    plot_vs_base(rows, out / "vs_base.png", ARM_LABELS, study="rl")
     return table

@@ -2,13 +2,16 @@
 PY := .venv/bin/python
 
 .PHONY: setup quickstart test test-fast lint bench train-tiny train-tiny-all rl-study rl-report ablation temporal early-exit \
-	answer-likelihood posterior-sft-study posterior-sft-report clean
+	answer-likelihood posterior-sft-study posterior-sft-report server clean
 
 setup:
 	bash scripts/setup.sh
 
 quickstart: setup  ## evaluate the embedded model on the synthetic tasks (~2 min on 2 CPU cores)
 	$(PY) -m dllm_lab.cli.eval experiment=quickstart
+
+server: setup  ## the team MLflow server on 127.0.0.1:5000 (basic auth; export DLLM_SERVER_ADMIN_PASSWORD first)
+	$(PY) -m dllm_lab.cli.server --host $${HOST:-127.0.0.1} --port $${PORT:-5000}
 
 test: setup  ## the full test suite (what CI runs)
 	$(PY) -m pytest

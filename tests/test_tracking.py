@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
 from dllm_lab.tracking import flatten, make_mlflow_logger, safe_metric_name
+from servers import free_port, start_until_healthy, stop_server
 
 # A tiny model, a few steps and a few short decodes: the whole train + eval run takes seconds on a CPU.
 TINY_TRAIN = [
@@ -113,52 +109,20 @@ def test_file_store_is_refused(uri, tmp_path):
 # ---------------------------------------------------------------- a real MLflow server
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path_factory):
     """``mlflow server`` on 127.0.0.1 with a sqlite backend and proxied artifacts; yields its URL."""
     base = tmp_path_factory.mktemp("mlflow_server")
-    port = _free_port()
+    port = free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     cmd = [str(mlflow_bin)] if mlflow_bin.exists() else [sys.executable, "-m", "mlflow"]
-    cmd += [
-        "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{base}/mlflow.db",
-        "--artifacts-destination", str(base / "artifacts"),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    log_path = base / "server.log"
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(cmd, cwd=base, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    cmd += ["server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{base}/mlflow.db", "--artifacts-destination", str(base / "artifacts")]
+    proc = start_until_healthy(cmd, base, port)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not answer /health in 90 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_server(proc)
 
 
 @pytest.mark.slow
@@ -200,7 +164,10 @@ def test_train_run_is_logged_to_a_server(mlflow_server, compose_cfg, tmp_path, m
     assert tags["git_commit"]
     assert tags["strategy"] == "auto"
     assert tags["model_family"] == "auto"
-    assert tags["mlflow.runName"] == "train"
+    assert tags["mlflow.runName"].startswith("train model=tiny_scratch model.init.hidden_size=32")
+    assert "logger." not in tags["mlflow.runName"]  # where a run logs does not name it
+    assert tags["preset.model"] == "tiny_scratch" and tags["study"] == "train"
+    assert "trainer.max_steps=3" in tags["overrides"] and tags["git_dirty"] in ("true", "false")
 
     root = [a.path for a in client.list_artifacts(run.info.run_id)]
     assert {"config.yaml", "results.md", "results.json", "predictions"} <= set(root)

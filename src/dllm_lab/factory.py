@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dllm_lab.data import TaskDataModule
 from dllm_lab.data.collate import SFTCollator
@@ -37,7 +37,8 @@ from dllm_lab.rl.posterior import PosteriorSettings
 from dllm_lab.tasks import TASKS, task_name_of
 from dllm_lab.tasks.base import PROMPT_STYLES
 from dllm_lab.temporal import TemporalSettings
-from dllm_lab.tracking import check_server, flatten, log_config
+from dllm_lab.tracking import check_access, check_server, flatten, log_config, set_experiment_description
+from dllm_lab.tracking.identity import RunIdentity, experiment_description, run_identity, run_params
 from dllm_lab.training.optim import OptimSettings
 from dllm_lab.training.trainer import TrainerSettings
 
@@ -84,12 +85,15 @@ class Job:
     eval_decoders: dict[str, DecodeConfig] = field(default_factory=dict)  # further decoders of the final evaluation
     trainer_callbacks: list[Any] = field(default_factory=list)
     train_examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # local train sources, read once
+    identity: RunIdentity | None = None  # the run's default name and tags (from Hydra's choices and overrides)
+    description: str | None = None  # the MLflow experiment's description (its config file's header comment)
     _logger_cfg: Any = None
 
     def make_logger(self, run_name: str | None = None, tags: dict[str, Any] | None = None,
                     run_id: str | None = None, log_run_config: bool = False):
-        """The run's logger (``None`` with ``logger=none``). The default target is MLflow, tagged with the
-        run's model, strategy and devices; ``log_run_config`` logs the flattened config and ``config.yaml``."""
+        """The run's logger (``None`` with ``logger=none``). The default target is MLflow: named by what the
+        command line changed, tagged with the presets, overrides, git state, model, strategy and devices;
+        ``log_run_config`` logs the settings this stage reads as params, and the whole config as ``config.yaml``."""
         node = self._logger_cfg
         if node is None or not node.get("_target_"):
             return None
@@ -99,7 +103,9 @@ class Job:
                 logger.log_hyperparams(flatten(self.config))
             return logger
         cfg = self.config
+        identity = self.identity or run_identity(cfg, {}, [], project_root())
         all_tags = {
+            **identity.tags,
             "task_name": self.task_name,
             "model": cfg["model"].get("name_or_path") or "tiny_scratch",
             "model_family": cfg["model"].get("family") or "auto",
@@ -109,17 +115,32 @@ class Job:
             **(cfg.get("tags") or {}),
             **(tags or {}),
         }
-        logger = instantiate(node, run_name=run_name or cfg.get("run_name") or self.task_name, root=project_root(),
+        logger = instantiate(node, run_name=run_name or cfg.get("run_name") or identity.name, root=project_root(),
                              tags=all_tags, run_id=run_id, output_dir=str(self.output_dir))
         if log_run_config and run_id is None:
             from lightning.pytorch.utilities import rank_zero_only
 
             if rank_zero_only.rank == 0:
-                log_config(logger, cfg, self.config_yaml)
+                log_config(logger, run_params(cfg, self.stage), self.config_yaml)
+                if self.description:
+                    set_experiment_description(logger, self.description)
         return logger
 
 
 # -- building ---------------------------------------------------------------------------------------------
+def hydra_runtime() -> tuple[dict[str, str], list[str]]:
+    """Hydra's config-group choices (``decoder: med``) and command-line overrides of this job; empty outside
+    a Hydra run (a config composed without its Hydra node)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}, []
+    hydra = HydraConfig.get()
+    choices = {str(k): str(v) for k, v in hydra.runtime.choices.items()
+               if v is not None and not str(k).startswith("hydra")}
+    return choices, [str(o) for o in hydra.overrides.task]
+
+
 def build_job(cfg: DictConfig, stage: str) -> Job:
     """Validate ``cfg`` for ``stage`` (``train`` | ``eval``) and build its typed settings."""
     for module in cfg.get("imports") or []:  # user extensions register themselves on import
@@ -134,6 +155,8 @@ def build_job(cfg: DictConfig, stage: str) -> Job:
     temporal_values = _plain(cfg.get("temporal") or {})
     enabled = temporal_values.pop("enabled", True)
     temporal = _settings(TemporalSettings, temporal_values, "temporal")
+    choices, overrides = hydra_runtime()
+    prefer_chosen_preset(cfg, choices, overrides)  # `experiment=X decoder=med`: med's own settings win over X's
     decoder = DecodeConfig.from_dict(_plain(cfg.decoder), prefix="decoder")
     logger_cfg = cfg.get("logger")
     job = Job(
@@ -147,8 +170,16 @@ def build_job(cfg: DictConfig, stage: str) -> Job:
         _logger_cfg=logger_cfg,
     )
     job.eval_decoders = build_eval_decoders(cfg.get("eval_decoders") or {})
+    job.identity = run_identity(job.config, choices, overrides, project_root())
+    job.description = experiment_description(choices, str(entry), config_dir())
     if job.tracking_uri and logger_cfg.get("_target_") == MLFLOW_FACTORY:
-        check_server(job.tracking_uri)  # an unreachable server fails now, before a model is loaded
+        from lightning.pytorch.utilities import rank_zero_only
+
+        # an unreachable server, refused credentials or a read-only experiment fail now, before a model is loaded
+        if rank_zero_only.rank == 0:
+            check_access(job.tracking_uri, str(job.experiment_name), job.description)
+        else:
+            check_server(job.tracking_uri)
     if stage == "train":
         _train_settings(cfg, job)
         job.train_examples = _check_train_sources(cfg.data, job.algo_kind)
@@ -302,6 +333,54 @@ def load_decoder_preset(name: str) -> dict[str, Any]:
         if parent != "_self_":
             merged = OmegaConf.merge(merged, load_decoder_preset(parent))
     return dict(OmegaConf.to_container(OmegaConf.merge(merged, preset), resolve=True))  # type: ignore[arg-type]
+
+
+def decoder_preset_keys(name: str) -> set[str]:
+    """The settings preset ``name`` sets itself: the keys of its file and of the presets it extends, except
+    ``base``'s (every setting's default, which no preset owns)."""
+    path = config_dir() / "decoder" / f"{name}.yaml"
+    if not path.exists():
+        load_decoder_preset(name)  # raises the error that lists the presets
+    preset = OmegaConf.load(path)
+    keys: set[str] = set()
+    for parent in preset.pop("defaults", []):
+        if parent not in ("_self_", "base"):
+            keys |= decoder_preset_keys(str(parent))
+    return keys | {str(k) for k in preset}
+
+
+def prefer_chosen_preset(cfg: DictConfig, choices: dict[str, str], overrides: list[str]) -> None:
+    """``experiment=<X> decoder=<preset>``: the preset chosen on the command line wins for what it sets itself.
+
+    An experiment is composed after the decoder group, so its ``decoder:`` block (quickstart pins ``gen_length``,
+    ``block_length`` and ``steps``) would otherwise overwrite the preset: ``steps=64`` over MED's adaptive
+    ``steps: null`` fails, and ``block_length=16`` silently turns full diffusion (``entropy``) into semi-AR.
+    So the keys the preset's own file sets (:func:`decoder_preset_keys`; not ``base``'s defaults) take the
+    preset's values, moved to the run's generation length with :func:`scale_decoder` as a sweep moves presets
+    (tokens per step kept; only a preset that fixes a step count is changed by it); the experiment keeps every
+    other key (its length, block length, steps, unless the preset sets them); ``decoder.<key>=`` on the command
+    line wins over both. Without ``decoder=`` on the command line, or without an experiment, ``cfg`` is left as
+    composed. Updates ``cfg.decoder`` in place, so the logged ``config.yaml`` holds what ran.
+    """
+    if not choices.get("experiment") or not choices.get("decoder"):
+        return
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    given = {o.key_or_group for o in OverridesParser.create().parse_overrides(list(overrides))}
+    if "decoder" not in given:
+        return
+    preset = choices["decoder"]
+    if cfg.get("sweep"):
+        log.warning("decoder=%s: experiment %s sweeps its own decoders (sweep.decoders=%s) and does not read "
+                    "`decoder`; to decode %s alone, set sweep.decoders=[%s] sweep.baseline=null", preset,
+                    choices["experiment"], list(cfg.sweep.get("decoders") or []), preset, preset)
+    owned = decoder_preset_keys(preset) - {k.removeprefix("decoder.") for k in given if k.startswith("decoder.")}
+    values = load_decoder_preset(preset)
+    length = values["gen_length"] if "gen_length" in owned else cfg.decoder.gen_length
+    moved = scale_decoder(values, int(length))
+    with open_dict(cfg.decoder):
+        for key in sorted(owned):
+            cfg.decoder[key] = moved[key]
 
 
 def scale_decoder(values: dict[str, Any], gen_length: int) -> dict[str, Any]:

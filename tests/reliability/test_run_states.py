@@ -10,13 +10,14 @@ import signal
 import lightning as L
 import mlflow
 import pytest
-from tiny_runs import TINY_TRAIN, free_port
+from tiny_runs import TINY_TRAIN
 
 from dllm_lab.paths import job_id
 from dllm_lab.runs import run_train
 from dllm_lab.runs.eval import run_state
 from dllm_lab.tracking import guarded, make_mlflow_logger
 from dllm_lab.training.checkpoints import load_checkpoint
+from servers import free_port
 
 
 def _status(run_id: str) -> str:

@@ -9,9 +9,10 @@ import time
 import lightning as L
 import mlflow
 import pytest
-from tiny_runs import TINY_TRAIN, free_port, kill_server, start_mlflow_server
+from tiny_runs import TINY_TRAIN, start_mlflow_server
 
 from dllm_lab.runs import run_train
+from servers import free_port, kill_server
 
 
 class _Outage(L.Callback):

@@ -14,52 +14,14 @@ TINY_TRAIN = [
 def start_mlflow_server(base, port: int):
     """``mlflow server`` on 127.0.0.1:``port`` with a sqlite store in ``base`` (reused across restarts);
     returns the process once ``/health`` answers."""
-    import os
-    import subprocess
     import sys
-    import time
-    import urllib.request
     from pathlib import Path
 
+    from servers import start_until_healthy
+
     base = Path(base)
-    base.mkdir(parents=True, exist_ok=True)
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     cmd = [str(mlflow_bin)] if mlflow_bin.exists() else [sys.executable, "-m", "mlflow"]
     cmd += ["server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
             "--backend-store-uri", f"sqlite:///{base}/mlflow.db", "--artifacts-destination", str(base / "artifacts")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    log = (base / "server.log").open("ab")
-    # its own session: ``mlflow server`` serves from worker processes, and killing the group kills them all
-    proc = subprocess.Popen(cmd, cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited: {(base / 'server.log').read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                if response.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.3)
-    kill_server(proc)
-    raise RuntimeError("mlflow server did not answer /health in 90 s")
-
-
-def kill_server(proc) -> None:
-    """SIGKILL the server and its workers (a crash, not a shutdown)."""
-    import contextlib
-    import os
-    import signal
-
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return start_until_healthy(cmd, base, port)

@@ -62,6 +62,61 @@ def check_server(tracking_uri: str, timeout: float = SERVER_CHECK_TIMEOUT_S) -> 
     )
 
 
+DESCRIPTION_TAG = "mlflow.note.content"  # what the MLflow UI shows as an experiment's description
+
+
+def _http_status(err: Exception) -> int | None:
+    code = getattr(err, "get_http_status_code", lambda: None)()
+    if code in (401, 403):
+        return code
+    match = re.search(r"error code (\d{3})", str(err))
+    return int(match.group(1)) if match else code
+
+
+def check_access(tracking_uri: str, experiment_name: str, description: str | None = None) -> None:
+    """Before a model is built: the server answers, accepts the credentials and lets this user write to
+    ``experiment_name``.
+
+    The write check is a real write that every run wants anyway: the experiment (created when missing) gets
+    its description. MLflow's basic auth refuses it with 403 exactly when it would refuse to create a run
+    there. Credentials are MLflow's own ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``.
+    """
+    check_server(tracking_uri)
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    import os
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    apply_client_defaults()
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    who = f"user {user!r}" if user else "an anonymous client (MLFLOW_TRACKING_USERNAME is not set)"
+    client = MlflowClient(tracking_uri=tracking_uri)
+    step = "read"
+    try:
+        experiment = client.get_experiment_by_name(experiment_name)
+        step = "create"
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name)
+        step = "write"
+        client.set_experiment_tag(experiment_id, DESCRIPTION_TAG, description or experiment_name)
+    except MlflowException as err:
+        status = _http_status(err)
+        if status == 401:
+            fix = ("check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" if user else
+                   "export MLFLOW_TRACKING_USERNAME=<user> MLFLOW_TRACKING_PASSWORD=<password>")
+            raise PermissionError(f"the MLflow server at {tracking_uri} refused {who} (HTTP 401: not "
+                                  f"authenticated): {fix}, or run without tracking: logger=none") from None
+        if status == 403:
+            action = {"read": "read", "create": "create", "write": "write to"}[step]
+            raise PermissionError(
+                f"{who} may not {action} the MLflow experiment {experiment_name!r} on {tracking_uri} (HTTP 403). "
+                f"Ask the server's admin (dllm-server grant {user or '<user>'} {experiment_name} EDIT), or log "
+                f"to an experiment of your own: logger.experiment_name=dllm-lab/{user or '<user>'}/<name>"
+            ) from None
+        raise
+
+
 def make_mlflow_logger(
     tracking_uri: str,
     experiment_name: str,
@@ -126,6 +181,12 @@ def log_file(logger: MLFlowLogger, path: str | Path, artifact_path: str | None =
 
 def set_tag(logger: MLFlowLogger, key: str, value: str) -> None:
     guarded(logger, f"tag {key}", lambda: logger.experiment.set_tag(logger.run_id, key, value))
+
+
+def set_experiment_description(logger: MLFlowLogger, text: str) -> None:
+    """The experiment's description in the MLflow UI (its ``mlflow.note.content`` tag)."""
+    guarded(logger, "experiment description",
+            lambda: logger.experiment.set_experiment_tag(logger.experiment_id, DESCRIPTION_TAG, text))
 
 
 def log_table(logger: MLFlowLogger, rows: list[dict[str, Any]], artifact_file: str) -> None:

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 PRESET_GROUPS = ("decoder", "algo", "model", "trainer", "data", "temporal", "logger")
-UNNAMED_PREFIXES = ("hydra.", "logger.", "logger=", "paths.", "run_name=", "tags.", "print_table=", "verbose=", "experiment=")
+UNNAMED_PREFIXES = ("hydra.", "logger.", "logger=", "paths.", "run_name=", "tags.", "print_table=", "verbose=",
+                    "experiment=")
 MAX_NAME = 120  # the runs table and chart legends stay readable; the tag `overrides` keeps every override
 
 # settings only a training run reads (an eval run does not log them)

@@ -348,7 +348,22 @@ def run_sweep(
         if temporal is not None and sweep.temporal_report:
             result["temporal_table"] = _write_temporal_report(rows, records_dirs, out_dir, parent, temporal)
             print("\n" + result["temporal_table"])
+        _write_dashboard(parent, out_dir)
     return result
+
+
+def _write_dashboard(parent, out_dir: Path | None) -> None:
+    """The sweep's dashboard (:mod:`dllm_lab.evaluation.dashboard`), built from its child runs as
+    ``dllm-report --parent <run>`` would, logged to the parent run and written to ``out_dir``."""
+    from dllm_lab.evaluation.dashboard import study_dashboard
+
+    tracking_uri = getattr(parent, "_tracking_uri", None)
+    run_id = getattr(parent, "run_id", None)
+    if not tracking_uri or not run_id:
+        log.info("sweep: no MLflow parent run (logger=%s), so no dashboard; the tables and PNGs are written",
+                 type(parent).__name__ if parent is not None else "none")
+        return
+    study_dashboard(tracking_uri, out_dir, _sweep_name(parent, out_dir) or "sweep", parent=run_id)
 
 
 def _write_temporal_report(

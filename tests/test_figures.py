@@ -14,6 +14,7 @@ from matplotlib.colors import to_hex
 
 from dllm_lab.decoding import DecodeConfig
 from dllm_lab.evaluation import posterior_report, rl_report
+from dllm_lab.evaluation.figures import accuracy_vs_nfe_figure, differences_figure, plot_accuracy_vs_nfe
 from dllm_lab.evaluation.module import _decoder_label
 from dllm_lab.evaluation.palette import (
     ARM_COLORS,
@@ -24,7 +25,6 @@ from dllm_lab.evaluation.palette import (
     preset_colors,
 )
 from dllm_lab.evaluation.study_runs import plot_vs_base
-from dllm_lab.evaluation.sweep import accuracy_vs_nfe_figure, differences_figure, plot_accuracy_vs_nfe
 from dllm_lab.paths import project_root
 from dllm_lab.temporal import TemporalSample, temporal_records
 from dllm_lab.temporal.plots import (
@@ -159,10 +159,10 @@ def test_differences_colour_by_preset_fill_by_resolution_and_name_the_run(tmp_pa
 
 
 def test_study_plots_colour_each_arm_and_name_the_study(tmp_path, monkeypatch):
-    import dllm_lab.evaluation.sweep as sweep
+    import dllm_lab.evaluation.figures as figures
 
     seen = []
-    monkeypatch.setattr(sweep, "save_figure", lambda fig, path: seen.append(fig) or Path(path))
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: seen.append(fig) or Path(path))
     rows = [{"arm": arm, "task": "countdown", "delta": 0.01, "low": -0.02, "high": 0.04}
             for arm in rl_report.ARMS]
     plot_vs_base(rows, tmp_path / "vs_base.png", rl_report.ARM_LABELS, study="rl")

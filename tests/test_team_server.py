@@ -39,7 +39,8 @@ def test_the_admin_password_never_reaches_the_command_line(tmp_path):
     assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == ADMIN_PASSWORD
     assert argv[argv.index("--host") + 1] == "127.0.0.1"
     assert "--serve-artifacts" in argv and argv[argv.index("--app-name") + 1] == "basic-auth"
-    assert argv[argv.index("--backend-store-uri") + 1] == f"sqlite:///{(tmp_path / 'srv').resolve()}/mlflow.db"
+    assert env["MLFLOW_BACKEND_STORE_URI"] == f"sqlite:///{(tmp_path / 'srv').resolve()}/mlflow.db"
+    assert "--backend-store-uri" not in argv
     ini = Path(env["MLFLOW_AUTH_CONFIG_PATH"])
     assert ADMIN_PASSWORD not in ini.read_text() and "default_permission = READ" in ini.read_text()
     for private in (ini, tmp_path / "srv" / "flask_secret_key"):

@@ -131,7 +131,7 @@ class Dashboard:
 
     def pngs(self, out: Path) -> list[Path]:
         """The figures as PNGs (matplotlib, the palette of the page)."""
-        from dllm_lab.evaluation.sweep import plot_accuracy_vs_nfe, plot_differences
+        from dllm_lab.evaluation.figures import plot_accuracy_vs_nfe, plot_differences
 
         points = [{**r, "decoder": r["setting"] if r["decoder"] == "-" else r["decoder"], "task": r["set"]}
                   for r in self.rows if r.get("nfe") is not None]

@@ -131,10 +131,10 @@ def paired_rows(found: Runs, base_arm: str, arms: Iterable[str], base_command: s
 
 
 def plot_vs_base(rows: list[dict[str, Any]], path: Path, labels: dict[str, str], study: str | None = None) -> Path:
-    """:func:`paired_rows` as :func:`~dllm_lab.evaluation.sweep.plot_differences` draws them: each arm's difference
+    """:func:`paired_rows` as :func:`~dllm_lab.evaluation.figures.plot_differences` draws them: each arm's difference
     from the base with its interval, one panel per set, one colour per arm
     (:func:`~dllm_lab.evaluation.palette.preset_color`); ``labels`` names the arms, ``study`` the study in the title."""
-    from dllm_lab.evaluation.sweep import plot_differences
+    from dllm_lab.evaluation.figures import plot_differences
 
     return plot_differences([{**r, "delta_low": r["low"], "delta_high": r["high"]} for r in rows], path,
                             label=lambda r: labels.get(r["arm"], r["arm"]), baseline="base model", study=study,

@@ -63,6 +63,7 @@ def check_server(tracking_uri: str, timeout: float = SERVER_CHECK_TIMEOUT_S) -> 
 
 
 DESCRIPTION_TAG = "mlflow.note.content"  # what the MLflow UI shows as an experiment's description
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # MLflow 3: a training experiment
 
 
 def _http_status(err: Exception) -> int | None:
@@ -184,9 +185,13 @@ def set_tag(logger: MLFlowLogger, key: str, value: str) -> None:
 
 
 def set_experiment_description(logger: MLFlowLogger, text: str) -> None:
-    """The experiment's description in the MLflow UI (its ``mlflow.note.content`` tag)."""
-    guarded(logger, "experiment description",
-            lambda: logger.experiment.set_experiment_tag(logger.experiment_id, DESCRIPTION_TAG, text))
+    """The experiment's description in the MLflow UI (its ``mlflow.note.content`` tag), and its kind: model
+    training, so MLflow 3's UI opens it on the runs table rather than the GenAI trace views."""
+    def tag() -> None:
+        logger.experiment.set_experiment_tag(logger.experiment_id, DESCRIPTION_TAG, text)
+        logger.experiment.set_experiment_tag(logger.experiment_id, *EXPERIMENT_KIND)
+
+    guarded(logger, "experiment description", tag)
 
 
 def log_table(logger: MLFlowLogger, rows: list[dict[str, Any]], artifact_file: str) -> None:

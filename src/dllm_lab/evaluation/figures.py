@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dllm_lab.evaluation.palette import preset_colors
-from dllm_lab.temporal.plots import MIN_WIDTH, figure_title, length_markers, new_figure, save_figure, say
+from dllm_lab.temporal.plots import empty_figure, figure_title, length_markers, new_figure, save_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -36,10 +36,7 @@ def differences_figure(rows: list[dict[str, Any]], label: Callable[[dict[str, An
     title = figure_title(f"Accuracy difference from {baseline} on the same problems (paired 95% CI)", run,
                          study=study)
     if not rows:
-        fig, axes = new_figure(MIN_WIDTH, 3.0)
-        say(axes[0][0], "no paired differences: the sweep has no baseline, or no problem in common with it")
-        fig.suptitle(title, fontsize=10)
-        return fig
+        return empty_figure(title, "no paired differences: the sweep has no baseline, or no problem in common with it")
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     label = label or (lambda r: f"{r['decoder']} L{r['gen_length']}")
     color_key = color_key or (lambda r: r["decoder"])
@@ -103,10 +100,7 @@ def accuracy_vs_nfe_figure(rows: list[dict[str, Any]], run: str | None = None) -
 
     title = figure_title("Accuracy vs forward passes per sample (NFE)", run)
     if not rows:
-        fig, axes = new_figure(MIN_WIDTH, 3.0)
-        say(axes[0][0], "no results: the sweep decoded nothing")
-        fig.suptitle(title, fontsize=10)
-        return fig
+        return empty_figure(title, "no results: the sweep decoded nothing")
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     settings = list(dict.fromkeys((r["decoder"], int(r["gen_length"])) for r in rows))
     colors = preset_colors(d for d, _ in settings)

@@ -94,6 +94,14 @@ def say(ax: Axes, text: str) -> None:
             color="#333333")
 
 
+def empty_figure(title: str, text: str) -> Figure:
+    """A one-panel figure titled ``title`` that says ``text`` instead of plotting: there is nothing to draw."""
+    fig, axes = new_figure(MIN_WIDTH, 3.0)
+    say(axes[0][0], text)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
 def _decoder_of(frame: Any, decoder: str | None) -> str | None:
     """``decoder``, else the records' or rows' single decoder name (several: they are named in the panels)."""
     if decoder or frame is None:
@@ -132,10 +140,7 @@ def _panels(records: pd.DataFrame, panel_width: float, panel_height: float, what
     side by side for one setting; a figure that says so when there are no records."""
     title = figure_title(what, run, _decoder_of(records, decoder))
     if records is None or len(records) == 0:
-        fig, axes = new_figure(MIN_WIDTH, 3.0)
-        say(axes[0][0], "no temporal records: the evaluation decoded no sample")
-        fig.suptitle(title, fontsize=10)
-        return fig, []
+        return empty_figure(title, "no temporal records: the evaluation decoded no sample"), []
     tasks, settings, panels = _grid(records)
     cells = [(t, s) for t in tasks for s in settings]
     if len(settings) == 1:
@@ -243,10 +248,7 @@ def temporal_accuracy_figure(rows: Sequence[dict[str, Any]], run: str | None = N
     rows = sorted(rows, key=lambda r: (r["task"], str(r.get("decoder", "")), r.get("gen_length", 0)))
     title = figure_title("Final-step accuracy vs temporal voting (TCV) vs EverPass", run, _decoder_of(rows, decoder))
     if not rows:
-        fig, axes = new_figure(MIN_WIDTH, 3.0)
-        say(axes[0][0], "no result rows: the evaluation decoded no sample")
-        fig.suptitle(title, fontsize=10)
-        return fig
+        return empty_figure(title, "no result rows: the evaluation decoded no sample")
     with_decoder = len({r.get("decoder") for r in rows}) > 1
     series = [("final", "accuracy")] + [(f"TCV {w}", f"tcv_{w}_accuracy") for w in WEIGHTINGS]
     series = [(n, k) for n, k in series if any(k in r for r in rows)] + [("EverPass", "everpass")]

@@ -53,7 +53,7 @@ answer-likelihood: setup  ## the answer-likelihood correlation study -> experime
 
 posterior-sft-study: setup  ## the posterior SFT study: base model, 3 arms x 3 seeds, then its table
 	$(PY) -m dllm_lab.cli.eval experiment=psft_base
-	$(PY) -m dllm_lab.cli.train -m seed=0,1,2 experiment=psft_gold,psft_posterior,psft_unfiltered
+	$(PY) -m dllm_lab.cli.train -m seed=0,1,2 experiment=psft_gold,psft_posterior,psft_unfiltered eval_before_fit=false
 	$(PY) -m dllm_lab.cli.posterior_report
 
 posterior-sft-report: setup  ## rebuild experiments/posterior_sft/results.md from the MLflow runs
@@ -61,7 +61,7 @@ posterior-sft-report: setup  ## rebuild experiments/posterior_sft/results.md fro
 
 rl-study: setup  ## the RL study: 4 arms x 3 seeds (Hydra multirun), then its table
 	$(PY) -m dllm_lab.cli.eval experiment=rl_base
-	$(PY) -m dllm_lab.cli.train -m experiment=rl_countdown,rl_tse,rl_tse_acc,rl_cj_grpo seed=0,1,2
+	$(PY) -m dllm_lab.cli.train -m experiment=rl_countdown,rl_tse,rl_tse_acc,rl_cj_grpo seed=0,1,2 eval_before_fit=false
 	$(PY) -m dllm_lab.cli.rl_report
 
 rl-report: setup  ## rebuild experiments/rl/results.md from the MLflow runs

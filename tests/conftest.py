@@ -15,7 +15,8 @@ from omegaconf import DictConfig, open_dict
 from dllm_lab.paths import config_dir, ensure_root_env
 
 ROOT = ensure_root_env()
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# one thread per xdist worker (the workers share the cores), two in a single process
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
 
 
 @pytest.fixture(autouse=True)

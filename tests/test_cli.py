@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
@@ -41,7 +42,8 @@ def test_dllm_train_then_export_then_dllm_eval(tmp_path, monkeypatch, capsys):
     _hydra_main(eval_cli, ["dllm-eval", f"model.name_or_path={tmp_path / 'model'}", *TINY_SCRATCH[6:],
                            "data.eval_tasks={arith: synthetic}", f"hydra.run.dir={tmp_path / 'eval'}"], monkeypatch)
     out = capsys.readouterr().out
-    assert "| arith | 2 |" in out, out
+    assert re.search(r"\| arith +\| +2 \|", out), out  # the table, padded to column width
+    assert f"model {tmp_path / 'model'} · decoder semi_ar (L=16, 8 steps, block 8)" in out, out
 
 
 def test_rl_report_names_the_command_when_no_study_ran(tmp_path, monkeypatch):

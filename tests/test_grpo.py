@@ -190,7 +190,7 @@ def test_rl_study_report_pairs_each_seed_with_the_base_per_set_and_decoder(compo
     run_eval(compose_cfg("eval", ["experiment=rl_base", *small, "print_table=false"]))
     for seed in (0, 1, 1):  # seed 1 twice: the rerun replaces the first run, it is not averaged with it
         run_train(compose_cfg("train", [*FAST_RL, *small, f"seed={seed}", "trainer.max_steps=2",
-                                        "eval_after_fit=true", "print_table=false"]))
+                                        "eval_after_fit=true", "eval_before_fit=false", "print_table=false"]))
     table = write_report(mlflow.get_tracking_uri(), tmp_path)
     rows = json.loads((tmp_path / "results.json").read_text())
     assert {(r["decoder"], r["set"]) for r in rows} == {(d, s) for d in ("run", "few_step")

@@ -78,6 +78,7 @@ class Job:
     export_dir: str | None = None
     eval_after_fit: bool = False
     validate_before_fit: bool = False
+    eval_before_fit: bool = False
     print_table: bool = True
     tracking_uri: str | None = None
     experiment_name: str | None = None
@@ -243,6 +244,8 @@ def _train_settings(cfg: DictConfig, job: Job) -> None:
     job.export_dir = cfg.get("export_dir")
     job.eval_after_fit = bool(cfg.get("eval_after_fit"))
     job.validate_before_fit = bool(cfg.get("validate_before_fit"))
+    before = cfg.get("eval_before_fit")  # null: for RL and posterior SFT (what the training changed), not for SFT
+    job.eval_before_fit = job.algo_kind in ("grpo", "posterior_sft") if before is None else bool(before)
     job.trainer_callbacks = [_instantiate(node, f"callbacks.{name}")
                              for name, node in (cfg.get("callbacks") or {}).items() if node is not None]
 
@@ -529,3 +532,8 @@ def _validate_data(data: DictConfig) -> None:
     style = data.get("prompt_style")
     _check(style is None or style in PROMPT_STYLES,
            f"data.prompt_style={style!r}: use d1, compact, or null for the model's own")
+
+
+def wants_verbose(cfg: DictConfig) -> bool:
+    """``verbose``: whether the console also shows Lightning's, MLflow's and transformers' INFO lines."""
+    return bool(cfg.get("verbose", False))

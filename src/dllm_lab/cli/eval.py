@@ -12,10 +12,11 @@ ensure_root_env()
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
 def main(cfg: DictConfig) -> None:
-    from dllm_lab.cli import tidy_lightning_logging
+    from dllm_lab.cli import tidy_terminal
+    from dllm_lab.factory import wants_verbose
     from dllm_lab.runs import run_eval
 
-    tidy_lightning_logging()
+    tidy_terminal(wants_verbose(cfg))
     run_eval(cfg)
 
 

@@ -16,10 +16,11 @@ ensure_root_env()
 def main(cfg: DictConfig) -> None:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from dllm_lab.cli import tidy_lightning_logging
+    from dllm_lab.cli import tidy_terminal
+    from dllm_lab.factory import wants_verbose
     from dllm_lab.runs import run_train
 
-    tidy_lightning_logging()
+    tidy_terminal(wants_verbose(cfg))
     try:
         run_train(cfg)
     except SIGTERMException:  # Lightning's is a SystemExit with code 0; a stopped job must not look successful

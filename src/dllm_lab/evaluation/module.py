@@ -27,6 +27,7 @@ from dllm_lab.temporal import (
     write_records,
 )
 from dllm_lab.tracking import safe_metric_name, set_tag
+from dllm_lab.training.progress import decode_progress
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class EvalModule(L.LightningModule):
         name = batch["tasks"][0]
         task = self.tasks[name]
         speed = SpeedMeter()
-        callbacks: list[DecodeCallback] = [speed, *self.user_callbacks]
+        callbacks: list[DecodeCallback] = [speed, *self.user_callbacks, *decode_progress(self)]
         if self.temporal is not None:
             callbacks.append(TemporalCallback(self.lm, task, batch["examples"], self.temporal))
         gold = [task.gold_answer_text(e) for e in batch["examples"]] if self.decode_config.posterior else None

@@ -37,14 +37,58 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
     temporal columns (TCV per weighting, EverPass, correct->wrong, TSE of correct / wrong samples) that
     any task has."""
     extra = [(h, k) for h, k in TEMPORAL_COLUMNS if any(k in r for r in results.values())]
-    header = "| task | samples | accuracy | parsed | NFE | tokens/s |" + "".join(f" {h} |" for h, _ in extra)
+    before = any("accuracy_before" in r for r in results.values())
+    accuracy = "accuracy before -> after" if before else "accuracy"
+    header = f"| task | samples | {accuracy} | parsed | NFE | tokens/s |" + "".join(f" {h} |" for h, _ in extra)
     lines = [header, "|---|---:|---:|---:|---:|---:|" + "---:|" * len(extra)]
     for name, r in results.items():
+        cell = f"{r['accuracy']:.3f}"
+        if before:
+            cell = f"{_cell(r.get('accuracy_before'))} -> {cell}"
         lines.append(
-            f"| {name} | {int(r['samples'])} | {r['accuracy']:.3f} | {r['parse_rate']:.3f} | "
+            f"| {name} | {int(r['samples'])} | {cell} | {r['parse_rate']:.3f} | "
             f"{r['nfe']:.1f} | {r['tokens_per_s']:.0f} |" + "".join(f" {_cell(r.get(k))} |" for _, k in extra)
         )
     return "\n".join(lines)
+
+
+def with_before(after: dict[str, dict[str, float]], before: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """``after`` with each task's ``accuracy_before`` (from ``before``, the same problems decoded before training):
+    :func:`format_table` then shows ``before -> after``."""
+    return {name: {**row, **({"accuracy_before": before[name]["accuracy"]} if name in before else {})}
+            for name, row in after.items()}
+
+
+def aligned(markdown: str) -> str:
+    """A Markdown text whose tables are padded to column width (right-aligned where the table says
+    ``---:``), so they read as tables in a terminal too; other lines are kept as they are."""
+    out: list[str] = []
+    block: list[list[str]] = []
+
+    def flush() -> None:
+        if not block:
+            return
+        right = [c.strip().endswith(":") for c in block[1]] if len(block) > 1 else []
+        widths = [max(len(row[i]) if i < len(row) else 0 for k, row in enumerate(block) if k != 1)
+                  for i in range(max(map(len, block)))]
+        for k, row in enumerate(block):
+            if k == 1:
+                cells = [("-" * (w - 1) + ":") if i < len(right) and right[i] else "-" * w
+                         for i, w in enumerate(widths)]
+            else:
+                cells = [(c.rjust(w) if i < len(right) and right[i] else c.ljust(w))
+                         for i, (c, w) in enumerate(zip(row + [""] * (len(widths) - len(row)), widths, strict=True))]
+            out.append("| " + " | ".join(cells) + " |")
+        block.clear()
+
+    for line in markdown.splitlines():
+        if line.startswith("|") and line.rstrip().endswith("|"):
+            block.append([c.strip() for c in line.strip()[1:-1].split("|")])
+        else:
+            flush()
+            out.append(line)
+    flush()
+    return "\n".join(out)
 
 
 def temporal_table(rows: list[dict[str, Any]]) -> str:

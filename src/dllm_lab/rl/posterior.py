@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dllm_lab.decoding import DecodeConfig, decode
+from dllm_lab.decoding import DecodeCallback, DecodeConfig, decode
 from dllm_lab.decoding.infill import trace_records
 from dllm_lab.errors import ConfigError
 
@@ -78,7 +78,7 @@ class PosteriorSettings:
 
 def sample_posterior_traces(
     lm: DiffusionLM, batch: dict[str, Any], sampler: DecodeConfig, settings: PosteriorSettings,
-    tasks: Mapping[str, Task], seed: int,
+    tasks: Mapping[str, Task], seed: int, callbacks: Sequence[DecodeCallback] = (),
 ) -> list[dict[str, Any]]:
     """``K`` traces per prompt of a :class:`~dllm_lab.data.PromptCollator` batch, each a record of
     :func:`~dllm_lab.decoding.infill.trace_records` plus ``task``, ``prompt``, ``prompt_index`` (its row in
@@ -96,7 +96,7 @@ def sample_posterior_traces(
     attention_mask = batch["attention_mask"].repeat_interleave(K, 0)
     config = dataclasses.replace(sampler, temperature=settings.temperature, seed=seed)
     lm.eval()
-    out = decode(lm, prompt_ids, config, (), attention_mask, gold)
+    out = decode(lm, prompt_ids, config, callbacks, attention_mask, gold)
     records = trace_records(lm, config, out, attention_mask, gold)
     seconds = time.perf_counter() - start
     for i, record in enumerate(records):

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 import lightning as L
 
 from dllm_lab.data import TaskDataModule
+from dllm_lab.decoding import DecodeConfig
 from dllm_lab.evaluation.evaluate import evaluate_decoder
-from dllm_lab.evaluation.report import format_table
+from dllm_lab.evaluation.report import aligned, format_table, with_before
 from dllm_lab.evaluation.sweep import run_sweep
 from dllm_lab.factory import Job, build_datamodule, build_job, build_model, resolve_prompt_style
 from dllm_lab.models.adapter import DiffusionLM
@@ -57,24 +58,39 @@ def run_state(logger) -> Iterator[None]:
     logger.finish("success")
 
 
-def evaluate(job: Job, lm: DiffusionLM, datamodule: TaskDataModule, logger) -> dict[str, Any]:
+def evaluate(job: Job, lm: DiffusionLM, datamodule: TaskDataModule, logger, stage: str = "eval",
+             before: dict[str, dict[str, dict[str, float]]] | None = None) -> dict[str, Any]:
     """The test loop with ``job.decoder``, then with each of ``job.eval_decoders`` (metrics ``eval_<name>/...``,
-    artifacts under ``eval_<name>/``); prints the tables on rank 0; returns flat metrics + ``table``."""
-    runs = [("eval", job.decoder, job.eval_temporal, job.output_dir)]
-    runs += [(f"eval_{name}", decoder, None, job.output_dir / f"eval_{name}")
-             for name, decoder in job.eval_decoders.items()]
-    tables, metrics, is_zero = [], {}, True
-    for prefix, decoder, temporal, records_dir in runs:
+    artifacts under ``eval_<name>/``); prints the tables on rank 0; returns flat metrics, ``table`` and
+    ``results`` (per decoder name, per task). ``stage="before"``: the same decodes before training (metrics
+    ``before/...``, ``before_<name>/...``; artifacts under ``before/``), silent; ``before``: that stage's
+    ``results``, shown in the tables as ``before -> after``."""
+    runs = [("", job.decoder)] + [(f"_{name}", decoder) for name, decoder in job.eval_decoders.items()]
+    tables, metrics, results_by, is_zero = [], {}, {}, True
+    for suffix, decoder in runs:
+        prefix = stage + suffix
+        temporal = job.eval_temporal if prefix == "eval" else None
+        records_dir = job.output_dir if prefix == "eval" else job.output_dir / prefix
         results, is_zero = evaluate_decoder(lm, datamodule, decoder, job.trainer, logger, job.output_dir, temporal,
                                             records_dir, job.decode_callbacks, prefix)
+        results_by[suffix] = results
         metrics |= {f"{prefix}/{t}/{k}": v for t, row in results.items() for k, v in row.items()}
-        heading = "" if prefix == "eval" else (f"{prefix} (schedule={decoder.schedule}, steps="
-                                               f"{decoder.total_steps or 'adaptive'}, L={decoder.gen_length}):\n")
-        tables.append(heading + format_table(results))
+        if before is not None and suffix in before:
+            results = with_before(results, before[suffix])
+        tables.append(f"{describe(job, decoder, suffix.lstrip('_'))}\n\n{aligned(format_table(results))}")
     table = "\n\n".join(tables)
-    if is_zero and job.print_table:
+    if is_zero and job.print_table and stage == "eval":
         print_summary(table, logger, job)
-    return metrics | {"table": table}
+    return metrics | {"table": table, "results": results_by}
+
+
+def describe(job: Job, decoder: DecodeConfig, name: str = "") -> str:
+    """What a results table was decoded with: the model, the decoder preset and its length and steps."""
+    model = job.config.get("model", {}).get("name_or_path") or "tiny model built from scratch"
+    preset = name or (job.identity.choices.get("decoder") if job.identity else None) or "decoder"
+    steps = f"adaptive {decoder.adaptive}" if decoder.total_steps is None else f"{decoder.total_steps} steps"
+    block = f", block {decoder.block_length}" if decoder.block_length else ""
+    return f"model {model} · decoder {preset} (L={decoder.gen_length}, {steps}{block})"
 
 
 def print_summary(table: str, logger, job: Job) -> None:

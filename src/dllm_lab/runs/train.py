@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 
 def run_train(cfg: DictConfig, callbacks: list | None = None) -> dict[str, Any]:
-    """Train, then export (``export_dir``) and evaluate (``eval_after_fit``). ``callbacks``: extra Lightning
+    """Train, then export (``export_dir``) and evaluate (``eval_after_fit``; with ``eval_before_fit`` the same
+    decodes ran first, and the tables show ``before -> after``). ``callbacks``: extra Lightning
     callbacks (on top of ``callbacks.*`` of the config). Returns the final metrics.
 
     The MLflow run ends FINISHED only when all of it finished; KILLED after SIGTERM or Ctrl-C (a checkpoint
@@ -56,6 +57,9 @@ def run_train(cfg: DictConfig, callbacks: list | None = None) -> dict[str, Any]:
                      divergence]
     trainer = job.trainer.build(logger, all_callbacks, str(job.output_dir), manual_optimization=job.algo_kind == "grpo")
     with run_state(logger):
+        before = None
+        if job.eval_after_fit and job.eval_before_fit and not job.ckpt_path and not job.trainer.fast_dev_run:
+            before = evaluate(job, lm, datamodule, logger, stage="before")["results"]
         try:
             if job.validate_before_fit and not job.ckpt_path and not job.trainer.fast_dev_run:
                 trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -68,7 +72,9 @@ def run_train(cfg: DictConfig, callbacks: list | None = None) -> dict[str, Any]:
             _plot_curve(curve.rows, export / "training_curve.png")
             log.info("exported the trained model to %s", export)
         if job.eval_after_fit:
-            metrics.update(evaluate(job, lm, datamodule, logger))
+            final = evaluate(job, lm, datamodule, logger, before=before)
+            final.pop("results")
+            metrics.update(final)
     return metrics
 
 

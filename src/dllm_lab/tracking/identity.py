@@ -20,11 +20,12 @@ from typing import Any
 
 PRESET_GROUPS = ("decoder", "algo", "model", "trainer", "data", "temporal", "logger")
 UNNAMED_PREFIXES = ("hydra.", "logger.", "logger=", "paths.", "run_name=", "tags.", "print_table=", "verbose=",
-                    "experiment=")
+                    "eval_before_fit=", "experiment=")
 MAX_NAME = 120  # the runs table and chart legends stay readable; the tag `overrides` keeps every override
 
 # settings only a training run reads (an eval run does not log them)
-TRAIN_ONLY = ("algo", "callbacks", "ckpt_path", "export_dir", "eval_after_fit", "validate_before_fit")
+TRAIN_ONLY = ("algo", "callbacks", "ckpt_path", "export_dir", "eval_after_fit", "validate_before_fit",
+              "eval_before_fit")
 TRAIN_ONLY_TRAINER = ("max_steps", "val_check_interval", "limit_val_batches", "gradient_clip_val",
                       "accumulate_grad_batches", "log_every_n_steps", "checkpoint_every_n_steps")
 TRAIN_ONLY_DATA = ("batch_size", "weights", "train_sources", "train_split", "num_val_batches",

@@ -35,6 +35,7 @@ from dllm_lab.models.adapter import DiffusionLM
 from dllm_lab.rl import GRPOSettings, Rollout, policy_loss, rollout
 from dllm_lab.temporal import TemporalSettings
 from dllm_lab.training.optim import OptimSettings, build_optimizer
+from dllm_lab.training.progress import decode_progress
 from dllm_lab.training.validation import TaskCache, log_greedy_accuracy
 
 # A checkpoint after training_step holds the state after all mu updates of the rollout, which is what resuming
@@ -124,7 +125,8 @@ class GRPOModule(L.LightningModule):
 
     def rollout(self, batch: dict[str, Any]) -> Rollout:
         """Decode ``G`` completions per prompt, score them, and compute group advantages."""
-        ro = rollout(self.lm, batch, self.decoder, self.settings, self.tasks, self._rollout_seed(), self.temporal)
+        ro = rollout(self.lm, batch, self.decoder, self.settings, self.tasks, self._rollout_seed(), self.temporal,
+                     decode_progress(self))
         self.lm.train()
         return ro
 

@@ -28,6 +28,7 @@ from dllm_lab.models.adapter import DiffusionLM
 from dllm_lab.rl.posterior import PosteriorSettings, filter_traces, sample_posterior_traces, sft_items
 from dllm_lab.training.losses import mdlm_loss
 from dllm_lab.training.optim import OptimSettings, build_optimizer
+from dllm_lab.training.progress import decode_progress
 from dllm_lab.training.validation import TaskCache, log_greedy_accuracy
 
 # A batch that keeps no trace skips its optimizer step (optimizer_step below); the schedule still advances.
@@ -115,7 +116,7 @@ class PosteriorSFTModule(L.LightningModule):
         seed = self._step_seed()
         # 1. K traces per prompt from p(r | c, a*), each scored
         traces = self.last_traces = sample_posterior_traces(self._sampler_lm(), batch, self.sampler, s, self.tasks,
-                                                            seed)
+                                                            seed, decode_progress(self))
         self.lm.train()
         # 2. filter, and lay out in the normal answer format
         kept = filter_traces(traces, s)

@@ -7,8 +7,10 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ProgressBar
 
 from dllm_lab.errors import ConfigError
+from dllm_lab.training.progress import LiveProgress
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,14 @@ class TrainerSettings:
     def build(
         self, logger: Any, callbacks: list, default_root_dir: str, manual_optimization: bool = False
     ) -> L.Trainer:
-        """The Trainer. ``manual_optimization`` (RL modules clip per update themselves) leaves out
-        ``gradient_clip_val``, which Lightning refuses for manually optimised modules."""
+        """The Trainer, with the live progress display unless ``callbacks`` bring a progress bar.
+        ``manual_optimization`` (RL modules: one training step is one rollout and its updates) leaves out
+        ``gradient_clip_val``, which Lightning refuses for manually optimised modules (they clip per update
+        themselves), and logs every rollout, whatever ``log_every_n_steps`` and ``max_steps`` are."""
         if self.num_threads:
             torch.set_num_threads(int(self.num_threads))
+        if not any(isinstance(cb, ProgressBar) for cb in callbacks):
+            callbacks = [*callbacks, LiveProgress()]
         return L.Trainer(
             accelerator=self.accelerator,
             devices=self.devices,
@@ -60,7 +66,7 @@ class TrainerSettings:
             limit_val_batches=self.limit_val_batches,
             gradient_clip_val=None if manual_optimization else self.gradient_clip_val,
             accumulate_grad_batches=self.accumulate_grad_batches,
-            log_every_n_steps=self.log_every_n_steps,
+            log_every_n_steps=1 if manual_optimization else self.log_every_n_steps,
             fast_dev_run=self.fast_dev_run,
             deterministic=self.deterministic,
             logger=logger if logger is not None else False,

@@ -9,6 +9,7 @@ import lightning as L
 from dllm_lab.decoding import DecodeConfig, decode
 from dllm_lab.models.adapter import DiffusionLM
 from dllm_lab.tasks import Task, get_task
+from dllm_lab.training.progress import decode_progress
 
 
 class TaskCache(dict):
@@ -27,7 +28,7 @@ def log_greedy_accuracy(module: L.LightningModule, batch: dict[str, Any], decode
                         tasks: TaskCache) -> None:
     """Decode a :class:`~dllm_lab.data.PromptCollator` batch of one task and log ``val/<task>/accuracy``."""
     name = batch["tasks"][0]
-    out = decode(module.lm, batch["prompt_ids"], decoder, (), batch["attention_mask"])
+    out = decode(module.lm, batch["prompt_ids"], decoder, decode_progress(module), batch["attention_mask"])
     task = tasks[name]
     correct = [task.is_correct(c, e) for c, e in zip(out.texts, batch["examples"], strict=True)]
     module.log(f"val/{name}/accuracy", sum(correct) / max(1, len(correct)), batch_size=len(correct),

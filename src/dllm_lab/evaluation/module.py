@@ -247,9 +247,15 @@ def _decoder_label(config: DecodeConfig, logger=None) -> str:
     length and steps, e.g. ``med (L=64, adaptive med)``, ``semi_ar (L=64, 64 steps)``."""
     tags = getattr(logger, "tags", None) or {}
     name = tags.get("preset.decoder") or tags.get("decoder")
-    steps = f"adaptive {config.adaptive}" if config.total_steps is None else f"{config.total_steps} steps"
-    about = f"L={config.gen_length}, {steps}"
+    about = decoder_about(config)
     return f"{name} ({about})" if name else f"{config.scorer}, {config.schedule} ({about})"
+
+
+def decoder_about(config: DecodeConfig, block: bool = False) -> str:
+    """A decoder's length and steps, ``L=64, 64 steps`` or ``L=64, adaptive med`` (``block``: and its block)."""
+    steps = f"adaptive {config.adaptive}" if config.total_steps is None else f"{config.total_steps} steps"
+    blocks = f", block {config.block_length}" if block and config.block_length else ""
+    return f"L={config.gen_length}, {steps}{blocks}"
 
 
 def _temporal_values(metrics, any_samples: bool) -> dict[str, float]:

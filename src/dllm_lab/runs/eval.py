@@ -11,6 +11,7 @@ import lightning as L
 from dllm_lab.data import TaskDataModule
 from dllm_lab.decoding import DecodeConfig
 from dllm_lab.evaluation.evaluate import evaluate_decoder
+from dllm_lab.evaluation.module import decoder_about
 from dllm_lab.evaluation.report import aligned, format_table, with_before
 from dllm_lab.evaluation.sweep import run_sweep
 from dllm_lab.factory import Job, build_datamodule, build_job, build_model, resolve_prompt_style
@@ -88,9 +89,7 @@ def describe(job: Job, decoder: DecodeConfig, name: str = "") -> str:
     """What a results table was decoded with: the model, the decoder preset and its length and steps."""
     model = job.config.get("model", {}).get("name_or_path") or "tiny model built from scratch"
     preset = name or (job.identity.choices.get("decoder") if job.identity else None) or "decoder"
-    steps = f"adaptive {decoder.adaptive}" if decoder.total_steps is None else f"{decoder.total_steps} steps"
-    block = f", block {decoder.block_length}" if decoder.block_length else ""
-    return f"model {model} · decoder {preset} (L={decoder.gen_length}, {steps}{block})"
+    return f"model {model} · decoder {preset} ({decoder_about(decoder, block=True)})"
 
 
 def print_summary(table: str, logger, job: Job) -> None:

@@ -57,11 +57,12 @@ def run_train(cfg: DictConfig, callbacks: list | None = None) -> dict[str, Any]:
                      divergence]
     trainer = job.trainer.build(logger, all_callbacks, str(job.output_dir), manual_optimization=job.algo_kind == "grpo")
     with run_state(logger):
+        fresh = not job.ckpt_path and not job.trainer.fast_dev_run  # a resumed run's "before" already ran
         before = None
-        if job.eval_after_fit and job.eval_before_fit and not job.ckpt_path and not job.trainer.fast_dev_run:
+        if job.eval_after_fit and job.eval_before_fit and fresh:
             before = evaluate(job, lm, datamodule, logger, stage="before")["results"]
         try:
-            if job.validate_before_fit and not job.ckpt_path and not job.trainer.fast_dev_run:
+            if job.validate_before_fit and fresh:
                 trainer.validate(module, datamodule=datamodule, verbose=False)
             trainer.fit(module, datamodule=datamodule, ckpt_path=job.ckpt_path, weights_only=True)  # no code
         except FloatingPointError as err:

@@ -82,6 +82,8 @@ class LiveProgress(ProgressBar):
         self._train: TaskID | None = None
         self._decode: TaskID | None = None
         self._decode_steps: int | None = None
+        self._stage_transient = False  # the stage row goes when done (validation inside a fit)
+        self._current_description: str | None = None
         self.decode_callback = _DecodeRow(self)
 
     # -- Lightning's progress-bar interface -----------------------------------------------------------
@@ -177,7 +179,7 @@ class LiveProgress(ProgressBar):
     def on_validation_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                                   batch_idx: int, dataloader_idx: int = 0) -> None:
         self._batch_start(trainer, batch, batch_idx, dataloader_idx, "validate", trainer.num_val_batches,
-                          transient=trainer.training or self._train is not None)
+                          transient=self._train is not None)
 
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -194,17 +196,11 @@ class LiveProgress(ProgressBar):
                             dataloader_idx: int = 0) -> None:
         self._batch_start(trainer, batch, batch_idx, dataloader_idx, "eval", trainer.num_test_batches, False)
 
-    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                          batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._batch_end()
-
     def on_predict_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int,
                                dataloader_idx: int = 0) -> None:
         self._batch_start(trainer, batch, batch_idx, dataloader_idx, "predict", trainer.num_predict_batches, False)
 
-    def on_predict_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                             batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._batch_end()
+    on_test_batch_end = on_predict_batch_end = on_validation_batch_end  # each finished batch advances its row
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._stop()
@@ -233,9 +229,6 @@ class LiveProgress(ProgressBar):
     def _batch_end(self) -> None:
         if self._progress is not None and self._stage is not None:
             self._progress.advance(self._stage)
-
-    _stage_transient = False
-    _current_description: str | None = None
 
 
 def decode_progress(module: L.LightningModule) -> list[DecodeCallback]:

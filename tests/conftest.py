@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import mlflow
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -26,8 +27,12 @@ def _isolated_mlflow(tmp_path, monkeypatch):
     Every test also gets a fresh DDP rendezvous port: Lightning's spawn launcher writes MASTER_PORT into
     os.environ and each later Trainer of the process reuses it, so one port picked by the first DDP test
     would serve every DDP test of the session, however long another process on a shared machine has held
-    it since."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    it since. The MLflow client's own tracking URI is set to the test's store for the same reason."""
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    # Lightning's MLFlowLogger calls mlflow.set_tracking_uri, a process-wide setting that outranks the variable:
+    # without this, a test after one whose server has since died talks to that dead server (seen under xdist)
+    mlflow.set_tracking_uri(store)
     monkeypatch.setenv("DLLM_LAB_ROOT", str(ROOT))
     monkeypatch.delenv("MASTER_PORT", raising=False)
     monkeypatch.delenv("MASTER_ADDR", raising=False)

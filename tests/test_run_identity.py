@@ -21,7 +21,8 @@ QUIET = ["logger=none"]
 def test_the_name_is_the_experiment_plus_what_changed_and_skips_where_it_logs():
     assert run_name("quickstart", ["decoder=med", "data.num_eval=16", "logger.tracking_uri=http://x:5000",
                                    "paths.output_dir=/tmp/o", "hydra.run.dir=/tmp/h", "+tags.study=x",
-                                   "logger=none"]) == "quickstart decoder=med data.num_eval=16"
+                                   "logger=none", "sweep.output_dir=/tmp/s", "trainer.num_threads=1"]) \
+        == "quickstart decoder=med data.num_eval=16"
     assert run_name("quickstart", []) == "quickstart"
 
 

@@ -114,7 +114,8 @@ class Dashboard:
         style = ("body{font-family:system-ui,sans-serif;max-width:1180px;margin:16px auto;padding:0 12px;color:#222}"
                  "table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #ccc;"
                  "padding:3px 7px;text-align:right}td:first-child,th:first-child{text-align:left}"
-                 ".meta,.note{color:#555;font-size:13px}h2{font-size:17px;margin-top:26px}")
+                 ".meta,.note{color:#555;font-size:13px}h1{font-size:22px;overflow-wrap:anywhere}"
+                 "h2{font-size:17px;margin-top:26px}")
         return (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(self.title)}</title>"
                 f"<style>{style}</style></head><body id=dllm-dashboard>{''.join(parts)}</body></html>")
 
@@ -367,6 +368,12 @@ def _colour_key(row: dict[str, Any]) -> str:
     return row["setting"] if row["decoder"] == "-" or row["trained"] else row["decoder"]
 
 
+def _figure_title(what: str, study: str, width: int = 110) -> dict[str, Any]:
+    """What the figure shows, and the study (a run's name can be long) as a subtitle cut to fit the figure."""
+    short = study if len(study) <= width else study[:width - 1] + "…"
+    return {"text": what, "subtitle": {"text": html.escape(short)}}
+
+
 def accuracy_nfe_plotly(rows: Sequence[dict[str, Any]], title: str):
     """Accuracy against mean NFE, one point per (setting, set); colour: decoder preset; symbol: set."""
     import plotly.graph_objects as go
@@ -390,7 +397,7 @@ def accuracy_nfe_plotly(rows: Sequence[dict[str, Any]], title: str):
     for name in sets:  # a legend entry per set, for the symbols
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"set: {name}", legendgroup="sets",
                                  marker={"symbol": symbols[name], "color": "#888", "size": 10}))
-    fig.update_layout(title=f"{title}: accuracy vs NFE", xaxis_title="mean NFE per problem (log scale)",
+    fig.update_layout(title=_figure_title("Accuracy vs NFE", title), xaxis_title="mean NFE per problem (log scale)",
                       yaxis_title="accuracy", xaxis_type="log", template="plotly_white", height=480,
                       legend={"title": "decoder preset / setting"})
     return fig
@@ -412,7 +419,7 @@ def temporal_plotly(rows: Sequence[dict[str, Any]], title: str):
             fig.add_trace(go.Bar(x=[r["setting"] for r in mine], y=[r.get(key) for r in mine], name=label,
                                  marker_color=colour, legendgroup=label, showlegend=col == 1,
                                  hovertemplate=f"%{{x}}<br>{label} %{{y:.3f}}<extra></extra>"), row=1, col=col)
-    fig.update_layout(title=f"{title}: final answer vs temporal voting vs EverPass", barmode="group",
+    fig.update_layout(title=_figure_title("Final answer vs temporal voting vs EverPass", title), barmode="group",
                       template="plotly_white", height=420, yaxis_title="accuracy")
     return fig
 
@@ -443,7 +450,7 @@ def change_plotly(rows: Sequence[dict[str, Any]], baseline: str, title: str):
                                "<extra></extra>")), row=1, col=col)
             shown.add(key)
         fig.add_vline(x=0, line_color="#999", line_dash="dot", row=1, col=col)
-    fig.update_layout(title=f"{title}: change against {baseline} (filled: the 95% interval excludes 0)",
+    fig.update_layout(title=_figure_title(f"Change against {baseline} (filled: the 95% interval excludes 0)", title),
                       template="plotly_white", height=max(320, 60 + 28 * len({r['setting'] for r in deltas})),
                       xaxis_title="accuracy difference")
     return fig

@@ -2,8 +2,8 @@
 
 - The name is the experiment plus the command-line overrides that changed it (``quickstart decoder=med
   data.num_eval=16``), so that two runs of one experiment never share a name in the runs table, a chart
-  legend or a compare page. Overrides of where a run logs or writes (``logger.*``, ``paths.*``, ``hydra.*``)
-  do not name it.
+  legend or a compare page. Overrides of where a run logs or writes (``logger.*``, ``paths.*``, ``hydra.*``,
+  ``sweep.output_dir``) or of how many threads it uses do not name it.
 - Tags: ``preset.<group>`` for each config group's choice (``preset.decoder=med``), the overrides, the git
   commit and whether the work tree had uncommitted changes, the study (the experiment) and the seed: one
   click groups a dashboard by decoder or by arm.
@@ -20,7 +20,7 @@ from typing import Any
 
 PRESET_GROUPS = ("decoder", "algo", "model", "trainer", "data", "temporal", "logger")
 UNNAMED_PREFIXES = ("hydra.", "logger.", "logger=", "paths.", "run_name=", "tags.", "print_table=", "verbose=",
-                    "eval_before_fit=", "experiment=")
+                    "eval_before_fit=", "experiment=", "sweep.output_dir=", "trainer.num_threads=")
 MAX_NAME = 120  # the runs table and chart legends stay readable; the tag `overrides` keeps every override
 
 # settings only a training run reads (an eval run does not log them)

@@ -60,21 +60,31 @@ def test_notebooks_are_committed_without_outputs():
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{path.name}: clear outputs"
 
 
-def test_temporal_dynamics_redraws_a_tiny_run(compose_cfg, tiny_model_dir, kernel, tmp_path, monkeypatch):
-    run_eval(compose_cfg("eval", [
-        f"model.name_or_path={tiny_model_dir}", "data.num_eval=4", "data.eval_batch_size=4", "decoder.gen_length=16",
-        "decoder.block_length=8", "decoder.steps=8", "data.eval_tasks={arith: synthetic, sudoku4: synthetic}",
-        "trainer.num_threads=1",
-        "temporal.enabled=true", "temporal.plots=false", "print_table=false",
-    ]))
+def test_temporal_dynamics_redraws_a_tiny_run_and_compares_two(compose_cfg, tiny_model_dir, kernel, tmp_path,
+                                                                monkeypatch):
     import mlflow
 
     client = mlflow.MlflowClient()
-    (run,) = client.search_runs([client.get_experiment_by_name("dllm-lab/eval").experiment_id])
-    monkeypatch.setenv("DLLM_LAB_RUN_ID", run.info.run_id)  # MLFLOW_TRACKING_URI: the test's own store
+    ids = []
+    for decoder in (["decoder.steps=8"], ["decoder=med"]):
+        run_eval(compose_cfg("eval", [
+            *decoder, f"model.name_or_path={tiny_model_dir}", "data.num_eval=4", "data.eval_batch_size=4",
+            "decoder.gen_length=16", "decoder.block_length=8", "data.eval_tasks={arith: synthetic, sudoku4: synthetic}",
+            "trainer.num_threads=1", "temporal.enabled=true", "temporal.plots=false", "print_table=false",
+        ]))
+        runs = client.search_runs([client.get_experiment_by_name("dllm-lab/eval").experiment_id],
+                                  order_by=["attributes.start_time DESC"])
+        ids.append(runs[0].info.run_id)
+    monkeypatch.setenv("DLLM_LAB_RUN_ID", ids[0])  # MLFLOW_TRACKING_URI: the test's own store
+    monkeypatch.setenv("DLLM_LAB_COMPARE_RUN_ID", ids[1])
     nb = _execute(NOTEBOOKS / "temporal_dynamics.ipynb", kernel, tmp_path)
     text = "\n".join(str(o.get("text", "")) for c in nb.cells for o in c.get("outputs", []))
-    assert f"run {run.info.run_id}: 8 samples" in text
+    assert f"run {ids[0]}: 8 samples" in text
     tables = _outputs(nb, "text/markdown")
     assert any("TCV exp" in t and "| arith | 16 | 4 |" in t for t in tables)
-    assert len(_outputs(nb, "image/png")) == 3  # timeline, TSE distribution, final vs TCV vs EverPass
+    (compared,) = [t for t in tables if "[95% CI]" in t]
+    names = [client.get_run(i).info.run_name for i in ids]
+    assert f"final {names[0]}" in compared and f"final {names[1]}" in compared
+    assert "| arith | 16 | 4 |" in compared and "| sudoku4 | 16 | 4 |" in compared
+    # timeline, TSE distribution, final vs TCV vs EverPass, and the two runs over the decode
+    assert len(_outputs(nb, "image/png")) == 4

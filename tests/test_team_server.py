@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dllm_lab.tracking.server import ServerSettings, ServerSetupError, read_secret, server_command
+from dllm_lab.tracking.server import ADMIN_PASSWORD_ENV, ServerSettings, ServerSetupError, read_secret, server_command
 from servers import free_port, start_until_healthy, stop_server
 
 ADMIN_PASSWORD = "admin-pass-for-tests-0123"
@@ -278,3 +278,31 @@ def test_the_server_on_postgresql(tmp_path, monkeypatch):
         subprocess.run([*run_as, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True, timeout=60)
         shutil.rmtree(data, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the compose file of the README
+
+
+def test_the_compose_file_runs_dllm_server_on_postgres_without_secrets_in_it():
+    """deploy/compose.yaml as written: the server's command is one dllm-server accepts, the store is the compose
+    PostgreSQL service, and no password sits in the file (they come from team.env). Docker itself is not run."""
+    import yaml
+
+    from dllm_lab.cli.server import _parser
+    from dllm_lab.paths import project_root
+
+    deploy = project_root() / "deploy"
+    compose = yaml.safe_load((deploy / "compose.yaml").read_text())
+    server, db = compose["services"]["mlflow"], compose["services"]["db"]
+    args = _parser().parse_args(server["command"])
+    assert args.command == "serve" and args.host == "0.0.0.0" and args.port == 5000 and not args.no_auth
+    store = server["environment"]["DLLM_SERVER_BACKEND_STORE_URI"]
+    assert store == f"postgresql://{db['environment']['POSTGRES_USER']}@db:5432/{db['environment']['POSTGRES_DB']}"
+    assert server["env_file"] == db["env_file"] == "team.env"
+    assert "deploy/team.env" in (project_root() / ".gitignore").read_text().splitlines()
+    example = dict(line.split("=", 1) for line in (deploy / "team.env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    assert set(example) == {ADMIN_PASSWORD_ENV, "POSTGRES_PASSWORD", "PGPASSWORD"}
+    text = (deploy / "compose.yaml").read_text()
+    assert not any(value in text for value in example.values()), "passwords live in team.env, not here"
+    assert 'ENTRYPOINT ["dllm-server"]' in (deploy / "Dockerfile").read_text()

@@ -148,3 +148,25 @@ def temporal_intervals_table(records: pd.DataFrame) -> str:
                  r["tse_gap"].cell() if "tse_gap" in r else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def compare_runs_table(first: pd.DataFrame, second: pd.DataFrame, labels: tuple[str, str] = ("A", "B")) -> str:
+    """Two runs' temporal records side by side, per task and length, on the samples both decoded: final-step
+    accuracy, TCV (exp), EverPass and mean TSE of each, and the second minus the first in final accuracy with a
+    paired bootstrap 95% interval (same problems). E.g. the same evaluation with ``decoder=semi_ar`` and ``med``."""
+    a, b = labels
+    lines = [f"| task | L | samples | final {a} | final {b} | {b} - {a} [95% CI] | TCV exp {a} | TCV exp {b} | "
+             f"EverPass {a} | EverPass {b} | TSE {a} | TSE {b} |", "|---|---:|---:|" + "---:|" * 9]
+    keys = ["task", "gen_length", "sample_id"]
+    both = first.merge(second, on=keys, suffixes=("_a", "_b"))
+    if both.empty:
+        return f"No sample of {a} was decoded by {b} too (same task, length and sample id): nothing to pair."
+    for (task, length), group in both.groupby(["task", "gen_length"], sort=True):
+        delta = paired_bootstrap(group["final_correct_b"].astype(float), group["final_correct_a"].astype(float))
+        cells = [str(task), str(length), str(len(group))]
+        cells += [_cell(group[f"final_correct_{s}"].mean()) for s in "ab"] + [delta.cell()]
+        for column in ("vote_exp_correct", "ever_correct", "tse"):
+            cells += [_cell(group[f"{column}_{s}"].astype(float).mean()) if f"{column}_{s}" in group else "-"
+                      for s in "ab"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -275,6 +275,40 @@ def plot_temporal_accuracy(rows: Sequence[dict[str, Any]], path: str | Path, run
     return save_figure(temporal_accuracy_figure(rows, run, decoder), path)
 
 
+def accuracy_over_decode_figure(runs: dict[str, pd.DataFrame], points: int = 20, study: str | None = None) -> Figure:
+    """Per task (and length): the share of samples whose current answer is correct at each fraction of the decode,
+    one line per run; runs with different step counts (an adaptive decoder) line up on the fraction of steps."""
+    title = figure_title("Correct answers over the decode", study=study)
+    frames = {label: frame for label, frame in runs.items() if len(frame)}
+    if not frames:
+        return empty_figure(title, "no temporal records: the runs decoded no sample with temporal.enabled=true")
+    panels = sorted({(t, int(n)) for f in frames.values() for t, n in zip(f["task"], f["gen_length"], strict=True)})
+    fig, axes = new_figure(3.6 * len(panels) + 1.8, 3.2, ncols=len(panels))
+    fractions = np.linspace(1 / points, 1.0, points)
+    colors = _pyplot().get_cmap("tab10").colors
+    for ax, (task, length) in zip(axes[0], panels, strict=True):
+        for k, (label, frame) in enumerate(frames.items()):
+            mine = frame[(frame["task"] == task) & (frame["gen_length"] == length)]
+            if mine.empty:
+                continue
+            at = [np.mean([c[max(0, int(np.ceil(f * len(c))) - 1)] for c in mine["step_correct"] if len(c)])
+                  for f in fractions]
+            ax.plot(fractions, at, marker="o", markersize=3, label=label, color=colors[k % len(colors)])
+        ax.set_title(f"{task}, L={length}", fontsize=9)
+        ax.set_xlabel("fraction of the decoding steps")
+        ax.set_ylim(0, 1.02)
+    axes[0][0].set_ylabel("share correct")
+    fig.suptitle(title, fontsize=10)
+    fig.legend(*axes[0][0].get_legend_handles_labels(), fontsize=8, loc="outside right upper", frameon=False)
+    return fig
+
+
+def plot_accuracy_over_decode(runs: dict[str, pd.DataFrame], path: str | Path, points: int = 20,
+                              study: str | None = None) -> Path:
+    """:func:`accuracy_over_decode_figure` as a PNG at ``path``."""
+    return save_figure(accuracy_over_decode_figure(runs, points, study), path)
+
+
 def plot_all(records: pd.DataFrame, rows: Sequence[dict[str, Any]], out_dir: str | Path,
              max_samples: int = 100, run: str | None = None, decoder: str | None = None) -> list[Path]:
     """The three plots into ``out_dir``: answer_timeline.png, tse_distribution.png, temporal_accuracy.png;

@@ -20,6 +20,7 @@ from dllm_lab.evaluation.dashboard import (
     NoRunsMatched,
     build_dashboard,
     dashboard_run,
+    ledger_runs,
     study_dashboard,
 )
 from dllm_lab.runs import run_eval
@@ -206,3 +207,27 @@ def test_a_real_sweep_logs_a_dashboard_that_matches_its_own_table(compose_cfg, t
         assert got[row["decoder"]]["accuracy"] == pytest.approx(row["accuracy"])
         assert got[row["decoder"]]["nfe"] == pytest.approx(row["nfe"])
     assert got["threshold"]["delta"] == pytest.approx(rows[1]["delta"])
+
+
+def test_a_study_ledger_pools_with_the_store_and_builds_the_page_on_its_own(store, tmp_path):
+    uri, client, eid = store
+    found = {"rl_base": {0: {"correct": {"countdown": {i: float(i < 10) for i in range(40)}}, "run_id": "old-base"}},
+             "rl_countdown": {s: {"correct": {"countdown": {i: float(i < 10 + 2 * s) for i in range(40)}},
+                                  "run_id": f"old-{s}"} for s in (0, 1)}}
+    ledger = ledger_runs(found, "rl_base")
+    assert [(r.setting, r.seed, r.trained) for r in ledger] == [("rl_base", 0, False), ("rl_countdown", 0, True),
+                                                               ("rl_countdown", 1, True)]
+    page = build_dashboard(uri, filter_string="tags.study = 'rl'", ledger=ledger, title="rl")
+    (arm,) = [r for r in page.rows if r["setting"] == "rl_countdown"]
+    assert arm["seeds"] == [0, 1] and arm["delta"] == pytest.approx(0.025) and page.baseline == "rl_base"
+    assert "Accuracy against NFE" not in page.html(), "a ledger has no NFE to draw"
+    assert [p.name for p in page.write(tmp_path / "ledger")] == [DASHBOARD_FILE, "dashboard.md",
+                                                                 "dashboard_vs_baseline.png"]
+    # seed 1 rerun into this store: the store's run replaces the ledger's, seed 0 stays from the ledger
+    _log_run(client, eid, "rl_countdown seed=1", {"countdown": [1.0] * 40}, seed=1, trained=True,
+             tags={"study": "rl"}, tmp_path=tmp_path)
+    (arm,) = [r for r in build_dashboard(uri, filter_string="tags.study = 'rl'", ledger=ledger).rows
+              if r["setting"] == "rl_countdown"]
+    assert arm["runs"] == 2 and arm["accuracy"] == pytest.approx((10 / 40 + 1.0) / 2)
+    with pytest.raises(NoRunsMatched, match="no run 'x'"):
+        build_dashboard(uri, parent="x", ledger=ledger)

@@ -80,7 +80,9 @@ class Dashboard:
     # ---------------------------------------------------------------------------------------------- figures
     def figures(self) -> dict[str, Any]:
         """The plotly figures of the page, by section title."""
-        out = {"Accuracy against NFE, coloured by decoder preset": accuracy_nfe_plotly(self.rows, self.title)}
+        out = {}
+        if any(r.get("nfe") is not None for r in self.rows):  # runs from a study ledger carry accuracy only
+            out["Accuracy against NFE, coloured by decoder preset"] = accuracy_nfe_plotly(self.rows, self.title)
         if any("tcv_exp_accuracy" in r or "everpass" in r for r in self.rows):
             out["Final answer, temporal voting and EverPass per task"] = temporal_plotly(self.rows, self.title)
         if self.baseline and any("delta" in r for r in self.rows):
@@ -136,7 +138,7 @@ class Dashboard:
 
         points = [{**r, "decoder": r["setting"] if r["decoder"] == "-" else r["decoder"], "task": r["set"]}
                   for r in self.rows if r.get("nfe") is not None]
-        paths = [plot_accuracy_vs_nfe(points, out / "dashboard_accuracy_vs_nfe.png", run=self.title)]
+        paths = [plot_accuracy_vs_nfe(points, out / "dashboard_accuracy_vs_nfe.png", run=self.title)] if points else []
         deltas = [{**r, "task": r["set"], "delta_low": r["low"], "delta_high": r["high"]}
                   for r in self.rows if "delta" in r]
         if deltas:
@@ -244,6 +246,27 @@ def study_runs(tracking_uri: str, runs: Iterable[Any], parent_id: str | None = N
                             any(k.startswith("train/") for k in run.data.metrics), metrics,
                             correct_by_set(client, run)))
     return out
+
+
+def ledger_runs(found: dict[str, dict[int, dict[str, Any]]], base: str) -> list[StudyRun]:
+    """The runs of a training study's committed ledger (``per_problem.json``, :mod:`~dllm_lab.evaluation.study_runs`:
+    arm -> seed -> per-set correctness) as :class:`StudyRun` s, for studies whose runs span several stores or
+    sittings. ``base`` is the evaluated-only arm (the base model); every other arm is a trained setting."""
+    out = []
+    for arm, seeds in found.items():
+        for seed, entry in sorted(seeds.items()):
+            correct = entry["correct"]
+            metrics = {name: {"accuracy": sum(ids.values()) / len(ids), "samples": float(len(ids))}
+                       for name, ids in correct.items() if ids}
+            out.append(StudyRun(entry.get("run_id") or f"{arm}/{seed}", f"{arm} seed={seed}", arm, seed,
+                                f"dllm-lab/{arm}", "-", None, arm != base, metrics, correct))
+    return out
+
+
+def _pool(runs: Sequence[StudyRun], ledger: Sequence[StudyRun]) -> list[StudyRun]:
+    """The ledger's runs, then the store's: a run in both, or the same (setting, seed), counts once, from the store."""
+    found = {r.run_id for r in runs} | {(r.setting, r.seed) for r in runs}
+    return [r for r in ledger if r.run_id not in found and (r.setting, r.seed) not in found] + list(runs)
 
 
 # ---------------------------------------------------------------------------------------------- the rows
@@ -459,14 +482,23 @@ def change_plotly(rows: Sequence[dict[str, Any]], baseline: str, title: str):
 # ---------------------------------------------------------------------------------------------- entry
 def build_dashboard(tracking_uri: str, experiments: Sequence[str] = (), parent: str | None = None,
                     filter_string: str | None = None, baseline: str | None = None,
-                    title: str | None = None) -> Dashboard:
+                    title: str | None = None, ledger: Sequence[StudyRun] = ()) -> Dashboard:
     """Select the runs (:func:`select_runs`), read them and build the study's rows against ``baseline`` (a
-    setting's name or a decoder preset; default :func:`default_baseline`)."""
+    setting's name or a decoder preset; default :func:`default_baseline`). ``ledger``: runs of the study kept
+    outside this store (:func:`ledger_runs`), pooled with the selected ones; with a ledger, a selection that
+    matches nothing in the store is no error."""
     import mlflow
 
-    found, what = select_runs(tracking_uri, experiments, parent, filter_string)
+    try:
+        found, what = select_runs(tracking_uri, experiments, parent, filter_string)
+    except NoRunsMatched:
+        if not ledger or parent is not None:
+            raise
+        found, what = [], f"filter {filter_string!r}" if filter_string else "the ledger"
     parent_run = found[0] if parent is not None else None
-    runs = study_runs(tracking_uri, found, parent)
+    runs = _pool(study_runs(tracking_uri, found, parent), ledger)
+    if ledger:
+        what += f" (with {len(ledger)} runs of the study's ledger)"
     if not runs:
         raise NoRunsMatched(f"the runs matching {what} logged no eval/<task>/accuracy: nothing to compare")
     settings = {r.setting for r in runs}
@@ -512,13 +544,14 @@ def dashboard_run(tracking_uri: str, experiment: str, title: str, tags: dict[str
 
 def study_dashboard(tracking_uri: str, out_dir: str | Path | None, title: str, *, parent: str | None = None,
                     filter_string: str | None = None, baseline: str | None = None,
-                    home: str | None = None) -> Dashboard | None:
+                    home: str | None = None, ledger: Sequence[StudyRun] = ()) -> Dashboard | None:
     """The dashboard a sweep or a study report writes at its end: ``dashboard.html`` into ``out_dir`` (the PNGs
     are the study's own) and logged beside the runs (the parent run, else the study's dashboard run). A
     dashboard that cannot be built is a warning, never a lost study: its tables and PNGs are already written.
-    ``home``: the experiment of the dashboard run when there is no parent (default the first run's)."""
+    ``home``: the experiment of the dashboard run when there is no parent (default the first run's); ``ledger``:
+    the study's runs kept outside the store (:func:`ledger_runs`)."""
     try:
-        page = build_dashboard(tracking_uri, (), parent, filter_string, baseline, title)
+        page = build_dashboard(tracking_uri, (), parent, filter_string, baseline, title, ledger)
         if out_dir is not None:
             page.write(out_dir, png=False)
         target = parent or dashboard_run(tracking_uri, home or page.runs[0].experiment, title, {"study": title})

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dllm_lab.evaluation.dashboard import study_dashboard
+from dllm_lab.evaluation.dashboard import ledger_runs, study_dashboard
 from dllm_lab.evaluation.stats import Interval, mean_sd
 from dllm_lab.evaluation.study_runs import paired_rows, plot_vs_base, pooled_runs
 
@@ -78,5 +78,5 @@ def write_report(tracking_uri: str, output_dir: str | Path) -> str:
     (out / "results.json").write_text(json.dumps(rows, indent=1))
     plot_vs_base(rows, out / "vs_base.png", ARM_LABELS, study="rl")
     study_dashboard(tracking_uri, out, "rl", filter_string="tags.study = 'rl'", baseline=BASE,
-                    home=f"dllm-lab/{BASE}")
+                    home=f"dllm-lab/{BASE}", ledger=ledger_runs(found, BASE))
     return table

@@ -57,3 +57,15 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         kill_server(proc)
+
+
+def start_team_server(base: Path, admin_password: str) -> tuple[subprocess.Popen, str]:
+    """``dllm-server`` (basic auth, proxied artifacts) on a free port of 127.0.0.1, its stores under ``base``;
+    the process and its URL. Stop it with :func:`stop_server`."""
+    import sys
+
+    port = free_port()
+    proc = start_until_healthy([sys.executable, "-m", "dllm_lab.cli.server", "--port", str(port),
+                                "--base-dir", str(base / "server")], base, port,
+                               env={"DLLM_SERVER_ADMIN_PASSWORD": admin_password})
+    return proc, f"http://127.0.0.1:{port}"

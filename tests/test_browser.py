@@ -11,7 +11,6 @@ import base64
 import json
 import os
 import shutil
-import sys
 import urllib.parse
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import mlflow
 import pytest
 
 from conftest import compose_config
-from servers import free_port, start_until_healthy, stop_server
+from servers import start_team_server, stop_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.server, pytest.mark.slow]
 webdriver = pytest.importorskip("selenium.webdriver", reason="pip install -e '.[dev]' (selenium)")
@@ -38,11 +37,7 @@ def study(tmp_path_factory):
     """The server, and a 3-decoder sweep of 6 problems per task logged to it as the admin: the parent run with its
     dashboard, and a child per decoder."""
     base = tmp_path_factory.mktemp("browser")
-    port = free_port()
-    proc = start_until_healthy([sys.executable, "-m", "dllm_lab.cli.server", "--port", str(port),
-                                "--base-dir", str(base / "server")], base, port,
-                               env={"DLLM_SERVER_ADMIN_PASSWORD": ADMIN_PASSWORD})
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_team_server(base, ADMIN_PASSWORD)
     env = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

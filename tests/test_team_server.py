@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from dllm_lab.tracking.server import ADMIN_PASSWORD_ENV, ServerSettings, ServerSetupError, read_secret, server_command
-from servers import free_port, start_until_healthy, stop_server
+from servers import free_port, start_team_server, start_until_healthy, stop_server
 
 ADMIN_PASSWORD = "admin-pass-for-tests-0123"
 ALICE_PASSWORD = "alice-pass-for-tests-0123"
@@ -121,11 +121,7 @@ def _cli(url: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProce
 def team_server(tmp_path_factory):
     """``dllm-server`` on 127.0.0.1 with auth and proxied artifacts, and a user ``alice`` (READ by default)."""
     base = tmp_path_factory.mktemp("team_server")
-    port = free_port()
-    proc = start_until_healthy([sys.executable, "-m", "dllm_lab.cli.server", "--port", str(port),
-                                "--base-dir", str(base / "server")], base, port,
-                               env={"DLLM_SERVER_ADMIN_PASSWORD": ADMIN_PASSWORD})
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_team_server(base, ADMIN_PASSWORD)
     admin = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD}
     try:
         made = _cli(url, "add-user", "alice", env={**admin, "DLLM_SERVER_USER_PASSWORD": ALICE_PASSWORD})

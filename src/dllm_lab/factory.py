@@ -208,6 +208,7 @@ def _train_settings(cfg: DictConfig, job: Job) -> None:
     _check(kind in ALGO_KINDS, f"algo.kind={kind!r}: choose one of {ALGO_KINDS} (sft: MDLM SFT, grpo: GRPO family, "
                                "posterior_sft: posterior SFT)")
     job.algo_kind = kind
+    job.trainer.check_algo(kind)
     job.optim = OptimSettings(
         lr=float(algo.lr), weight_decay=float(algo.weight_decay), betas=tuple(algo.betas),
         warmup_steps=int(algo.warmup_steps), total_steps=job.trainer.max_steps, min_lr_ratio=float(algo.min_lr_ratio),

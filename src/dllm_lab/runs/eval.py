@@ -27,6 +27,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     """Decode ``data.eval_tasks`` with ``decoder`` (or every ``sweep`` setting), log everything; returns
     flat ``eval/<task>/<metric>`` values and the table (a sweep returns its rows and tables)."""
     job = build_job(cfg, "eval")  # every bad value fails here, before a model is loaded
+    job.trainer.check_machine()  # a GPU preset without CUDA, several nodes without a launcher
     L.seed_everything(job.seed, workers=True)
     lm = build_model(job)
     resolve_prompt_style(job, lm)

@@ -42,6 +42,7 @@ def run_train(cfg: DictConfig, callbacks: list | None = None) -> dict[str, Any]:
     is saved on the way out), FAILED after an error; a non-finite loss falls back to the last good checkpoint.
     """
     job = build_job(cfg, "train")  # every bad value fails here, before a model is loaded
+    job.trainer.check_machine()  # a GPU preset without CUDA, several nodes without a launcher
     L.seed_everything(job.seed, workers=True)
     lm = build_model(job)
     resolve_prompt_style(job, lm)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +13,9 @@ from lightning.pytorch.callbacks import ProgressBar
 
 from dllm_lab.errors import ConfigError
 from dllm_lab.training.progress import LiveProgress
+
+# what a multi-node launcher leaves in each process's environment: torchrun, SLURM's srun, Open MPI's mpirun
+LAUNCHER_ENV = ("TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,46 @@ class TrainerSettings:
             raise ConfigError(f"trainer.max_steps={self.max_steps} must be positive")
         if self.num_threads is not None and self.num_threads < 1:
             raise ConfigError(f"trainer.num_threads={self.num_threads} must be >= 1, or null for torch's default")
+
+    @property
+    def sharding(self) -> str | None:
+        """``fsdp`` or ``deepspeed`` when the strategy shards parameters or gradients, else ``None``."""
+        name = str(self.strategy).lower()
+        return next((kind for kind in ("fsdp", "deepspeed") if kind in name), None)
+
+    def check_algo(self, algo_kind: str | None) -> None:
+        """Refuse a (strategy, algo) pair that cannot work, before anything is built. GRPO optimises by hand (``mu``
+        updates per rollout, each clipped to ``algo.max_grad_norm`` with ``torch.nn.utils.clip_grad_norm_``): under
+        FSDP or DeepSpeed each rank holds a shard of the gradients, so that clip would measure a part of the norm,
+        and Lightning's DeepSpeed precision plugin ignores clipping altogether. SFT clips through Lightning, whose
+        FSDP precision plugin refuses norm clipping."""
+        if self.sharding is None or algo_kind is None:
+            return
+        if algo_kind == "grpo":
+            raise ConfigError(
+                f"trainer.strategy={self.strategy}: GRPO's manual updates clip gradients by norm themselves, which "
+                f"is wrong on {self.sharding}'s sharded gradients; use trainer=ddp (with algo.lora for an 8B model, "
+                "as d1 does)")
+        if self.sharding == "fsdp" and self.gradient_clip_val:
+            raise ConfigError(
+                f"trainer.strategy={self.strategy} with trainer.gradient_clip_val={self.gradient_clip_val}: "
+                "Lightning's FSDP precision plugin cannot clip by norm; set trainer.gradient_clip_val=null, or use "
+                "trainer=ddp or trainer=deepspeed (which clips in DeepSpeed's own config)")
+
+    def check_machine(self, environ: Mapping[str, str] | None = None, cuda: bool | None = None) -> None:
+        """What the preset needs from this machine, checked at job start (before the model loads): a CUDA device
+        for a GPU preset, and a launcher's environment for more than one node."""
+        environ = os.environ if environ is None else environ
+        cuda = torch.cuda.is_available() if cuda is None else cuda
+        if str(self.accelerator).lower() in ("gpu", "cuda") and not cuda:
+            raise ConfigError(
+                f"trainer.accelerator={self.accelerator}: this machine has no CUDA device (torch.cuda.is_available() "
+                "is False); use trainer=cpu (one process) or trainer=ddp_cpu (two processes over gloo)")
+        if self.num_nodes > 1 and not any(name in environ for name in LAUNCHER_ENV):
+            raise ConfigError(
+                f"trainer.num_nodes={self.num_nodes}: the processes of every node must be started by a launcher; run "
+                f"`torchrun --nnodes={self.num_nodes} --nproc-per-node=<GPUs> --rdzv-backend=c10d "
+                "--rdzv-endpoint=<host>:29500 -m dllm_lab.cli.train ...` on each node, or `srun` under SLURM")
 
     def build(
         self, logger: Any, callbacks: list, default_root_dir: str, manual_optimization: bool = False

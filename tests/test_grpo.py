@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 
@@ -16,6 +15,7 @@ from dllm_lab.errors import ConfigError
 from dllm_lab.paths import config_dir
 from dllm_lab.rl import register_reward
 from dllm_lab.runs import run_eval, run_train
+from rank_recorder import RankRecorder
 
 # A reward that (almost) always differs within a group, so advantages and gradients are non-zero even
 # for an untrained policy. Registered at import: DDP workers import this module too.
@@ -107,38 +107,12 @@ def test_resume_continues_the_same_run_step_optimizer_and_data(algo, compose_cfg
     assert len(by_step) == 2 and all(len(v) == 1 for v in by_step.values()), by_step
 
 
-def _digest(tensors) -> str:
-    digest = hashlib.sha256()
-    for v in tensors:
-        digest.update(v.detach().cpu().numpy().tobytes())
-    return digest.hexdigest()
-
-
-class _RankRecorder(L.Callback):
-    """Per rank: the rollout texts and a digest of the weights after each step (to a json file)."""
-
-    def __init__(self, out_dir: str) -> None:
-        self.out_dir = out_dir
-
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        grads = [p.grad for p in pl_module.lm.parameters() if p.grad is not None]
-        self.grad_digest = _digest(grads)
-        self.grad_norm = float(torch.stack([g.norm() for g in grads]).norm()) if grads else 0.0
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        record = {"texts": pl_module.last_rollout.texts, "weights": _digest(pl_module.lm.model.state_dict().values()),
-                  "prompts": [str(e) for e in pl_module.last_rollout.examples], "grads": self.grad_digest,
-                  "grad_norm": self.grad_norm}
-        with open(f"{self.out_dir}/rank{trainer.global_rank}_step{trainer.global_step}.json", "w") as fh:
-            json.dump(record, fh)
-
-
 @pytest.mark.slow
 def test_ddp_rollouts_differ_per_rank_and_updates_stay_in_sync(compose_cfg, tiny_model_dir, tmp_path):
     cfg = compose_cfg("train", [*FAST_RL, *SMALL_DECODE, f"model.name_or_path={tiny_model_dir}", "trainer=ddp_cpu",
                                 "trainer.max_steps=2", "algo.num_iterations=1", "trainer.val_check_interval=100",
                                 "algo.lr=1e-3", "algo.weight_decay=0", "algo.rewards=[text_length]", "run_name=ddp"])
-    run_train(cfg, callbacks=[_RankRecorder(str(tmp_path))])
+    run_train(cfg, callbacks=[RankRecorder(str(tmp_path))])
     for step in (1, 2):
         r0 = json.loads((tmp_path / f"rank0_step{step}.json").read_text())
         r1 = json.loads((tmp_path / f"rank1_step{step}.json").read_text())

@@ -7,9 +7,11 @@ The default store is ``sqlite:///<project>/mlflow.db`` with artifacts in ``<proj
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,16 +143,38 @@ def make_mlflow_logger(
         artifact_location = (root / "mlartifacts").as_uri()
     all_tags = {"git_commit": git_commit(root), **{k: str(v) for k, v in (tags or {}).items()}}
     apply_client_defaults()
-    return RunLogger(
-        experiment_name=experiment_name,
-        run_name=run_name,
-        tracking_uri=tracking_uri,
-        tags=all_tags,
-        artifact_location=artifact_location,
-        run_id=run_id,
-        log_model=False,
-        output_dir=output_dir,
-    )
+    with _store_lock(tracking_uri):  # the client opens the store: one process at a time may create its tables
+        return RunLogger(
+            experiment_name=experiment_name,
+            run_name=run_name,
+            tracking_uri=tracking_uri,
+            tags=all_tags,
+            artifact_location=artifact_location,
+            run_id=run_id,
+            log_model=False,
+            output_dir=output_dir,
+        )
+
+
+@contextlib.contextmanager
+def _store_lock(tracking_uri: str) -> Iterator[None]:
+    """For a ``sqlite:///`` store, an exclusive lock beside the database file while a client opens it. Every process
+    of a job makes a logger (torchrun starts them at once), and two that create a new store's tables together make
+    MLflow's migration fail in one of them. Other stores need no lock."""
+    path = tracking_uri.removeprefix("sqlite:///")
+    if not tracking_uri.startswith("sqlite:///") or path in ("", ":memory:"):
+        yield
+        return
+    import fcntl
+
+    lock = Path(path).with_name(Path(path).name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -13,13 +13,11 @@ import torch
 from conftest import RUN_DECODERS, small_decoder
 from dllm_lab.errors import ConfigError
 from dllm_lab.paths import config_dir
-from dllm_lab.rl import register_reward
 from dllm_lab.runs import run_eval, run_train
 from rank_recorder import RankRecorder
 
-# A reward that (almost) always differs within a group, so advantages and gradients are non-zero even
-# for an untrained policy. Registered at import: DDP workers import this module too.
-register_reward("text_length", lambda batch: [len(c) % 7 / 6 for c in batch.completions])
+# text_length: a reward that (almost) always differs within a group, from a user module (tests/extra_rewards.py)
+TEXT_LENGTH = ["imports=[extra_rewards]", "algo.rewards=[text_length]"]
 
 # the GRPO family (SFT and posterior SFT have their own tests)
 ALGOS = sorted(p.stem for p in (config_dir() / "algo").glob("*.yaml") if p.stem not in ("mdlm_sft", "posterior_sft"))
@@ -111,7 +109,7 @@ def test_resume_continues_the_same_run_step_optimizer_and_data(algo, compose_cfg
 def test_ddp_rollouts_differ_per_rank_and_updates_stay_in_sync(compose_cfg, tiny_model_dir, tmp_path):
     cfg = compose_cfg("train", [*FAST_RL, *SMALL_DECODE, f"model.name_or_path={tiny_model_dir}", "trainer=ddp_cpu",
                                 "trainer.max_steps=2", "algo.num_iterations=1", "trainer.val_check_interval=100",
-                                "algo.lr=1e-3", "algo.weight_decay=0", "algo.rewards=[text_length]", "run_name=ddp"])
+                                "algo.lr=1e-3", "algo.weight_decay=0", *TEXT_LENGTH, "run_name=ddp"])
     run_train(cfg, callbacks=[RankRecorder(str(tmp_path))])
     for step in (1, 2):
         r0 = json.loads((tmp_path / f"rank0_step{step}.json").read_text())
@@ -138,7 +136,7 @@ def test_lora_trains_only_the_adapter_and_the_base_is_the_reference(compose_cfg,
     cfg = compose_cfg("train", [*FAST_RL, *SMALL_DECODE, f"model.name_or_path={tiny_model_dir}", "logger=none",
                                 "algo.lora={r: 4, alpha: 8, dropout: 0.0, target_modules: all-linear}",
                                 "trainer.max_steps=2", "algo.num_iterations=2", "algo.lr=1e-2",
-                                "algo.rewards=[text_length]", f"export_dir={tmp_path / 'merged'}",
+                                *TEXT_LENGTH, f"export_dir={tmp_path / 'merged'}",
                                 "trainer.val_check_interval=100"])
     keep = _KeepModule()
     run_train(cfg, callbacks=[keep])
@@ -232,5 +230,5 @@ def test_dynamic_sampling_keeps_whole_groups_with_a_non_zero_advantage(compose_c
     assert kept.completion.tolist() == [[8, 9, 10, 11], [12, 13, 14, 15]] and kept.rewards["task"].tolist() == [0, 1]
     metrics = run_train(compose_cfg("train", [*FAST_RL, *SMALL_DECODE, f"model.name_or_path={tiny_model_dir}",
                                               "algo.drop_uniform_groups=true", "trainer.fast_dev_run=true",
-                                              "logger=none", "algo.rewards=[text_length]"]))
+                                              "logger=none", *TEXT_LENGTH]))
     assert 0 <= metrics["train/informative_groups"] <= 2 and math.isfinite(metrics["train/loss"])

@@ -14,7 +14,6 @@ they register (``dllm_lab.rl.register_reward``) can be named in ``algo.rewards``
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from dllm_lab.data.collate import SFTCollator
 from dllm_lab.decoding import DecodeCallback, DecodeConfig
 from dllm_lab.errors import ConfigError
 from dllm_lab.evaluation.sweep import SweepSetting, SweepSettings
+from dllm_lab.extensions import import_extensions
 from dllm_lab.models import DiffusionLM, build_tiny_model, build_tokenizer, load_model
 from dllm_lab.models.tiny import task_corpus
 from dllm_lab.paths import config_dir, project_root
@@ -144,11 +144,7 @@ def hydra_runtime() -> tuple[dict[str, str], list[str]]:
 
 def build_job(cfg: DictConfig, stage: str) -> Job:
     """Validate ``cfg`` for ``stage`` (``train`` | ``eval``) and build its typed settings."""
-    for module in cfg.get("imports") or []:  # user extensions register themselves on import
-        try:
-            importlib.import_module(str(module))
-        except ImportError as err:
-            raise ConfigError(f"imports: cannot import {module!r} ({err}); is it on PYTHONPATH?") from None
+    import_extensions(cfg.get("imports"))  # user extensions register themselves on import
     entry = cfg.get("entry", stage)
     _check(entry == stage, f"this config is for dllm-{entry} (python -m dllm_lab.cli.{entry}), not dllm-{stage}")
     _validate_data(cfg.data)

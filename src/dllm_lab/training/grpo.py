@@ -31,6 +31,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from dllm_lab.decoding import DecodeConfig
+from dllm_lab.extensions import import_extensions
 from dllm_lab.models.adapter import DiffusionLM
 from dllm_lab.rl import GRPOSettings, Rollout, policy_loss, rollout
 from dllm_lab.temporal import TemporalSettings
@@ -103,6 +104,10 @@ class GRPOModule(L.LightningModule):
     # -- setup -------------------------------------------------------------------------------------------
     def configure_optimizers(self):
         return build_optimizer(self.lm.named_parameters(), self.optim)
+
+    def setup(self, stage: str) -> None:
+        # rewards are looked up by name: a process that ddp_spawn started has not imported the user's modules yet
+        import_extensions((self.hparams.get("run_config") or {}).get("imports"))
 
     def on_fit_start(self) -> None:
         for ref in self._frozen_ref:

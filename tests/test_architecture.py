@@ -16,7 +16,7 @@ from dllm_lab.paths import project_root
 SRC = project_root() / "src" / "dllm_lab"
 # Lowest first. A module may import its own package and anything in a lower layer (README, "Layout").
 LAYERS = [
-    {"errors", "paths"},
+    {"errors", "paths", "extensions"},
     {"tasks", "tracking"},
     {"models"},
     {"decoding"},

@@ -21,12 +21,14 @@ from dllm_lab.evaluation.stats import Interval, mean_sd
 from dllm_lab.evaluation.study_runs import paired_rows, plot_vs_base, pooled_runs
 
 BASE = "rl_base"
-ARMS = ("rl_countdown", "rl_tse", "rl_tse_acc", "rl_cj_grpo")
+ARMS = ("rl_countdown", "rl_tse", "rl_tse_acc", "rl_cj_grpo", "rl_countdown_lora", "rl_countdown_t12")
 ARM_LABELS = {
     "rl_countdown": "diffu-GRPO, accuracy reward (d1)",
     "rl_tse": "diffu-GRPO, -TSE reward (TCR)",
     "rl_tse_acc": "diffu-GRPO, TSE + accuracy (TCR spherical)",
     "rl_cj_grpo": "CJ-GRPO (trajectory), accuracy reward",
+    "rl_countdown_lora": "d1 arm, LoRA r32 at lr 5e-4 (recipe candidate)",
+    "rl_countdown_t12": "d1 arm, rollout T=1.2 (recipe candidate)",
 }
 SET_LABELS = {"countdown": "synthetic held-out", "countdown.d1": "cd3-style file (d1 jsonl)"}
 

@@ -369,7 +369,7 @@ def test_diffusion_lm_rejects_unknown_family(tiny_lm):
     tokenizer = tiny_lm.tokenizer
     with pytest.raises(ValueError, match="bogus"):
         DiffusionLM(tiny_lm.model, tokenizer, "bogus", tokenizer.mask_token_id, (tokenizer.eos_token_id,))
-    assert set(FAMILIES) == {"llada", "dream", "masked_lm"}
+    assert set(FAMILIES) == {"llada", "dream", "masked_lm", "bidirectional"}
 
 
 def test_diffusion_lm_defaults(tiny_lm):

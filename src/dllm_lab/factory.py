@@ -248,7 +248,21 @@ def _train_settings(cfg: DictConfig, job: Job) -> None:
 
 
 def build_model(job: Job) -> DiffusionLM:
-    """Load ``model.name_or_path``, or build a fresh tiny model when ``model.init`` is set."""
+    """Load ``model.name_or_path``, or build a fresh tiny model when ``model.init`` is set; then refuse a decoder
+    of the job that the model cannot run (a KV cache on a model that cannot cache)."""
+    lm = _build_model(job)
+    decoders = {"decoder": job.decoder, "algo.sampler": job.sampler,
+                **{f"eval_decoders.{name}": d for name, d in job.eval_decoders.items()}}
+    for where, decoder in decoders.items():
+        if decoder is not None and decoder.cache != "none" and not lm.can_cache:
+            raise ConfigError(
+                f"{where}.cache={decoder.cache}: {job.config['model'].get('name_or_path') or 'the model'} (family "
+                f"{lm.family!r}) cannot cache keys/values; set {where}.cache=none, or use a model of the "
+                "'bidirectional' family (e.g. model=tiny_scratch model.init.arch=llama)")
+    return lm
+
+
+def _build_model(job: Job) -> DiffusionLM:
     model_cfg, data_cfg = job.config["model"], job.config["data"]
     init = model_cfg.get("init")
     if init:
@@ -258,9 +272,10 @@ def build_model(job: Job) -> DiffusionLM:
         model = build_tiny_model(
             tokenizer, hidden_size=init["hidden_size"], num_layers=init["num_layers"], num_heads=init["num_heads"],
             intermediate_size=init["intermediate_size"], max_position_embeddings=init["max_position_embeddings"],
-            seed=job.seed,
+            seed=job.seed, arch=init.get("arch", "modernbert"),
         )
-        return DiffusionLM(model, tokenizer, "masked_lm", tokenizer.mask_token_id, (tokenizer.eos_token_id,),
+        family = getattr(model.config, "dllm_family", "masked_lm")
+        return DiffusionLM(model, tokenizer, family, tokenizer.mask_token_id, (tokenizer.eos_token_id,),
                            prompt_style=style)
     if not model_cfg.get("name_or_path"):
         raise ConfigError("set model.name_or_path=<dir or hub id>, or model=tiny_scratch to build a fresh model")

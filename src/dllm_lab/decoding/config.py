@@ -24,6 +24,7 @@ SCORERS = ("low_confidence", "margin", "entropy", "random")
 SCHEDULES = ("linear", "ascending", "origin")
 ADAPTIVE_RULES = ("threshold", "factor", "med", "ar_med")
 EXIT_REDUCTIONS = ("max", "mean")
+CACHE_MODES = ("none", "prefix", "dual")
 # Default lowest EOSER factor (Taming MDLMs, section 3): uniform steps vs ascending step size.
 EOSER_GAMMA_MIN_UNIFORM, EOSER_GAMMA_MIN_ASCENDING = 0.4, 0.01
 
@@ -65,6 +66,9 @@ class DecodeConfig:
         template is padded with EOS). infill_answer_length: ``A``. infill_delimiter, infill_closing: text.
       posterior: sample the reasoning given the gold answer, p(r | c, a*): evaluation pre-fills each
         example's gold answer into the answer block (``decode(..., answers=...)``) and records the traces.
+      cache: ``none``, ``prefix`` or ``dual`` (Fast-dLLM): reuse the keys/values of the prompt and finished
+        blocks (prefix), and also of the masked positions after the block (dual), within each block; refreshed
+        by one full pass at every block's first step. Needs a model that can cache (``DiffusionLM.can_cache``).
       early_exit: stop a row once ``U`` (``early_exit_reduction`` of the entropy over its still-masked
         answer positions) is below ``early_exit_threshold``, filling the answer with that pass' argmax.
     """
@@ -99,6 +103,7 @@ class DecodeConfig:
     early_exit_threshold: float = 0.1
     early_exit_reduction: str = "max"
     posterior: bool = False
+    cache: str = "none"
 
     def __post_init__(self) -> None:
         if self.eoser_token_ids is not None:  # YAML / OmegaConf lists -> a hashable tuple of ints
@@ -169,6 +174,10 @@ class DecodeConfig:
         need(self.top_p is None or 0 < self.top_p <= 1, "top_p", "must be in (0, 1] or null")
         need(self.cfg_scale >= 0, "cfg_scale", "must be >= 0 (0 disables classifier-free guidance)")
         need(self.seed is None or self.seed >= 0, "seed", "must be a non-negative integer or null")
+        need(self.cache in CACHE_MODES, "cache", f"choose one of {CACHE_MODES}")
+        need(self.cache == "none" or self.cfg_scale == 0, "cache",
+             "classifier-free guidance runs a second, prompt-masked pass the cache does not hold; set "
+             "decoder.cache=none or decoder.cfg_scale=0")
         self._validate_eoser(need)
         self._validate_infill(need)
 

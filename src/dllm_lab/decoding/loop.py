@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from dllm_lab.decoding.cache import BlockKVCache, check_cache
 from dllm_lab.decoding.callbacks import DecodeCallback
 from dllm_lab.decoding.config import DecodeConfig
 from dllm_lab.decoding.infill import EarlyExit, InfillTemplate, encode_answers, template_text
@@ -168,6 +169,7 @@ def decode(
             "decoder.early_exit=true: posterior sampling pre-fills the answer, so there is nothing to exit on; "
             "set decoder.early_exit=false"
         )
+    check_cache(model, cfg.cache)
     prompt_ids, prompt_mask = prepare_prompts(model, prompts, attention_mask)
     B, P, L = prompt_ids.shape[0], prompt_ids.shape[1], cfg.gen_length
     if P + L > model.max_length:
@@ -202,6 +204,7 @@ def decode(
     passes = 2 if cfg.cfg_scale > 0 else 1
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     nfe_rows = torch.zeros(B, dtype=torch.long, device=device)
+    kv = BlockKVCache(model, cfg.cache, attn, P) if cfg.cache != "none" else None
 
     state = DecodeState(
         canvas=canvas, prompt_length=P, total_steps=cfg.total_steps, nfe_per_sample=nfe_rows, finished=finished,
@@ -216,6 +219,7 @@ def decode(
             break
         in_block = (positions >= block.lo) & (positions < block.hi)  # (L,)
         counts = block_counts(cfg, block, (canvas[:, P + block.lo : P + block.hi] == mask_id).sum(1))  # (B, q)
+        refresh = True  # the block's first forward pass rebuilds the KV cache
         # adaptive rules commit >= 1 token per active row and step, so a block takes at most its length
         for j in range(block.steps if block.steps is not None else block.hi - block.lo):
             gen_region = canvas[:, P:]  # (B, L) view: writes go to the canvas
@@ -234,7 +238,10 @@ def decode(
                 continue  # nothing to commit at this step: no forward pass
             eligible &= active[:, None]
 
-            logits, used = _model_logits(model, canvas, attn, cfg, P)  # (B, L, V)
+            if kv is not None:
+                logits, used, refresh = kv.logits(canvas, block, refresh), 1, False  # (B, L, V)
+            else:
+                logits, used = _model_logits(model, canvas, attn, cfg, P)  # (B, L, V)
             nfe += used
             nfe_rows += used * active.long()
             gamma = None

@@ -6,6 +6,7 @@ logits aligned so that position ``i`` predicts token ``i`` (Dream's right shift 
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ from dllm_lab.tasks.base import PROMPT_STYLES
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("llada", "dream", "masked_lm")
+FAMILIES = ("llada", "dream", "masked_lm", "bidirectional")
+# families whose forward takes the transformers cache interface with aligned logits (decoder.cache=prefix|dual)
+CACHE_FAMILIES = ("bidirectional",)
 # docs/methods.md "Conventions": ids fixed by the released checkpoints.
 LLADA_MASK_ID, LLADA_EOS_ID, LLADA_EOT_ID = 126336, 126081, 126348
 DREAM_MASK_ID, DREAM_EOS_ID = 151666, 151643
@@ -61,6 +64,15 @@ class DiffusionLM(nn.Module):
         self.prompt_style = prompt_style
 
     @property
+    def can_cache(self) -> bool:
+        """Whether decoding may cache keys/values (``decoder.cache=prefix|dual``, docs/methods.md "KV cache"): the
+        model's forward must take ``past_key_values``, explicit ``position_ids`` and a 4D attention mask, and return
+        aligned logits. The ``bidirectional`` family (a transformers decoder such as Llama or Qwen2 run with full
+        attention) does; ModernBERT takes no cache, LLaDA's released code offsets positions by the cache length
+        (no dual cache), and Dream's logits are shifted by one."""
+        return self.family in CACHE_FAMILIES
+
+    @property
     def shift(self) -> bool:
         """Dream predicts token ``i+1`` at position ``i``; the adapter realigns it."""
         return self.family == "dream"
@@ -81,22 +93,31 @@ class DiffusionLM(nn.Module):
                 bias = torch.zeros(keep.shape, dtype=torch.float32, device=input_ids.device)
                 bias = bias.masked_fill(~keep, torch.finfo(torch.float32).min)
             return self.model(input_ids, attention_bias=bias).logits
+        if self.family == "bidirectional":
+            return self.cached_forward(input_ids, *full_attention(attention_mask, input_ids))[0]
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
     forward = logits
 
+    def cached_forward(
+        self, input_ids: torch.Tensor, mask4d: torch.Tensor, position_ids: torch.Tensor, past: Any = None
+    ) -> tuple[torch.Tensor, Any]:
+        """Logits ``(B, q, V)`` of the ``q`` query tokens and the cache, which now ends with their keys/values.
+        ``mask4d`` ``(B, 1, q, cached + q)``: True where a query may attend a key; ``position_ids`` ``(B, q)``."""
+        if not self.can_cache:
+            raise ValueError(f"family={self.family!r} cannot cache keys/values (DiffusionLM.can_cache)")
+        # transformers >= 5.2x names the argument ``cache``; older releases and remote code ``past_key_values``
+        name = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        out = self.model(input_ids=input_ids, attention_mask=mask4d, position_ids=position_ids,
+                         use_cache=past is not None, **{name: past})
+        return out.logits, out.get(name)
+
     def _dream_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         if attention_mask is None:
             return self.model(input_ids, attention_mask="full").logits
-        # Dream expects a (B, 1, N, N) boolean mask and position ids that skip the left padding.
-        m = attention_mask.bool()
-        mask4d = m[:, None, None, :] & m[:, None, :, None]
-        # A padding query would attend to nothing: a fully masked row, which memory-efficient SDPA kernels
-        # turn into NaN (and NaN leaks through the shift into the first real position). Let every position
-        # attend to itself; real queries still never see a padding key.
-        eye = torch.eye(m.shape[1], dtype=torch.bool, device=m.device)
-        mask4d = mask4d | eye[None, None]
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        # Dream expects a (B, 1, N, N) boolean mask and position ids that skip the left padding (a padding query
+        # attends to itself, else its NaN would leak through the shift into the first real position).
+        mask4d, position_ids = full_attention(attention_mask, input_ids)
         return self.model(input_ids, attention_mask=mask4d, position_ids=position_ids).logits
 
     @property
@@ -137,6 +158,23 @@ class DiffusionLM(nn.Module):
         self.tokenizer.save_pretrained(path)
 
 
+def full_attention(attention_mask: torch.Tensor | None, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bidirectional ``(B, 1, N, N)`` boolean mask and the position ids ``(B, N)`` of a left-padded batch.
+    Real queries see every real key; a padding query sees itself only (a fully masked row turns into NaN in
+    some SDPA kernels). Position ids skip the left padding, so a row's positions do not depend on its batch."""
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    m = attention_mask.bool()
+    eye = torch.eye(m.shape[1], dtype=torch.bool, device=m.device)
+    mask4d = (m[:, None, None, :] & m[:, None, :, None]) | eye[None, None]
+    return mask4d, padded_positions(attention_mask)
+
+
+def padded_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids ``(B, N)`` that start at 0 on each row's first real token (left padding sits at 0)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 def _context_length(model: nn.Module) -> int:
     cfg = getattr(model, "config", None)
     for key in ("max_position_embeddings", "max_sequence_length", "n_positions"):
@@ -152,6 +190,8 @@ def detect_family(config: Any) -> str:
         return "llada"
     if "dream" in model_type:
         return "dream"
+    if getattr(config, "dllm_family", None) in FAMILIES:  # set by dllm-lab's builders (models/tiny.py)
+        return str(config.dllm_family)
     return "masked_lm"
 
 
@@ -175,7 +215,7 @@ def load_model(
     Dream presets pin one). ``prompt_style``: ``None`` takes the checkpoint's own (``data.prompt_style`` of
     the ``config.yaml`` a dllm-lab export carries), else ``d1``.
     """
-    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
     source = str(name_or_path)
     if Path(source).expanduser().exists():
@@ -204,7 +244,7 @@ def load_model(
     tokenizer = _load_tokenizer(AutoTokenizer, source, name_or_path, trust_remote_code, hub)
 
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
-    auto_cls = AutoModelForMaskedLM if family == "masked_lm" else AutoModel
+    auto_cls = {"masked_lm": AutoModelForMaskedLM, "bidirectional": AutoModelForCausalLM}.get(family, AutoModel)
     model = auto_cls.from_pretrained(source, trust_remote_code=trust_remote_code, dtype=torch_dtype, **hub,
                                      **model_kwargs)
     model.eval()
@@ -221,7 +261,7 @@ def load_model(
             mask_token_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else DREAM_MASK_ID
         if not eos_token_ids:
             eos_token_ids = (tokenizer.eos_token_id if tokenizer.eos_token_id is not None else DREAM_EOS_ID,)
-    else:
+    else:  # masked_lm and bidirectional: the tokenizer names its mask and EOS tokens
         mask_token_id = mask_token_id if mask_token_id is not None else tokenizer.mask_token_id
         if mask_token_id is None:
             raise ValueError(

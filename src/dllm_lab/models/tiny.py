@@ -50,6 +50,9 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int = 1024):
     return fast
 
 
+ARCHS = ("modernbert", "llama")
+
+
 def build_tiny_model(
     tokenizer,
     hidden_size: int = 192,
@@ -58,9 +61,32 @@ def build_tiny_model(
     intermediate_size: int = 384,
     max_position_embeddings: int = 512,
     seed: int = 0,
+    arch: str = "modernbert",
 ):
-    """A randomly initialised ModernBERT masked LM sized for a CPU (about 2.5M parameters)."""
+    """A randomly initialised tiny masked diffusion LM sized for a CPU (about 2.5M parameters).
+
+    ``arch``: ``modernbert`` (the embedded model: a native masked LM, no KV cache) or ``llama`` (a Llama
+    decoder run with full bidirectional attention, as LLaDA is: family ``bidirectional``, which can cache
+    keys/values, ``decoder.cache=prefix|dual``). Load it back with :func:`dllm_lab.models.load_model`.
+    """
     import torch
+
+    if arch not in ARCHS:
+        raise ValueError(f"model.init.arch={arch!r}: choose one of {ARCHS}")
+    special = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
+               "bos_token_id": tokenizer.bos_token_id}
+    torch.manual_seed(seed)
+    if arch == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        config = LlamaConfig(
+            vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
+            num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
+            max_position_embeddings=max_position_embeddings, tie_word_embeddings=True, attn_implementation="sdpa",
+            **special,
+        )
+        config.dllm_family = "bidirectional"  # read back by load_model: run with full attention, aligned logits
+        return LlamaForCausalLM(config)
     from transformers import ModernBertConfig, ModernBertForMaskedLM
 
     config = ModernBertConfig(
@@ -71,14 +97,11 @@ def build_tiny_model(
         num_attention_heads=num_heads,
         max_position_embeddings=max_position_embeddings,
         layer_types=["full_attention"] * num_layers,  # every layer global: the canvas is short
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
         cls_token_id=tokenizer.bos_token_id,
         sep_token_id=tokenizer.eos_token_id,
         attn_implementation="sdpa",
+        **special,
     )
-    torch.manual_seed(seed)
     return ModernBertForMaskedLM(config)
 
 

@@ -58,3 +58,35 @@ def test_ddp_training_logs_one_run_with_both_ranks_stepping(compose_cfg):
     assert run.data.tags["strategy"] == "ddp_spawn" and run.data.tags["devices"] == "2"
     history = client.get_metric_history(run.info.run_id, "train/loss")
     assert sorted({m.step for m in history}) == [0, 1, 2]
+
+
+def test_a_sweep_under_script_relaunching_ddp_runs_each_job_once_with_its_own_process_group(tmp_path):
+    """`dllm-eval -m ... trainer.strategy=ddp`: Lightning relaunches the script for rank 1; each job must start its
+    own rank 1 with its own overrides (not the whole sweep), and the second job must get a fresh process group."""
+    import os
+    import subprocess
+    import sys
+
+    from dllm_lab.paths import project_root
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name in ("MASTER_PORT", "MASTER_ADDR", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK"):
+        env.pop(name, None)
+    sweep = tmp_path / "sweep"
+    command = [sys.executable, "-m", "dllm_lab.cli.eval", "-m", "data.num_eval=4", "data.eval_batch_size=2",
+               "decoder.gen_length=16", "decoder.block_length=8", "decoder.steps=8,16",
+               "data.eval_tasks={arith: synthetic}", "trainer=cpu", "trainer.strategy=ddp", "trainer.devices=2",
+               "trainer.num_threads=1", f"hydra.sweep.dir={sweep}"]
+    done = subprocess.run(command, cwd=project_root(), env=env, capture_output=True, text=True, timeout=540)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    for job in ("0", "1"):
+        rank1 = sweep / job / "eval_rank1.log"
+        assert rank1.exists(), f"job {job} started no rank 1 of its own"
+        predictions = (sweep / job / "predictions" / "arith.jsonl").read_text().splitlines()
+        assert len(predictions) == 4  # both ranks' halves, gathered once
+    client = mlflow.MlflowClient()
+    runs = client.search_runs(client.get_experiment_by_name("dllm-lab/eval").experiment_id)
+    assert len(runs) == 2, "one MLflow run per job, none from a rank running the sweep again"
+    assert sorted(int(r.data.params["decoder.steps"]) for r in runs) == [8, 16]
+    assert all(r.data.metrics["eval/arith/samples"] == 4 for r in runs)

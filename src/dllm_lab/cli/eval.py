@@ -15,9 +15,12 @@ def main(cfg: DictConfig) -> None:
     from dllm_lab.cli import tidy_terminal
     from dllm_lab.factory import wants_verbose
     from dllm_lab.runs import run_eval
+    from dllm_lab.training.launch import install_job_relaunch, one_process_group
 
     tidy_terminal(wants_verbose(cfg))
-    run_eval(cfg)
+    install_job_relaunch()  # under -m with trainer=ddp, ranks 1.. run this job only
+    with one_process_group():
+        run_eval(cfg)
 
 
 if __name__ == "__main__":

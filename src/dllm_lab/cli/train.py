@@ -19,10 +19,13 @@ def main(cfg: DictConfig) -> None:
     from dllm_lab.cli import tidy_terminal
     from dllm_lab.factory import wants_verbose
     from dllm_lab.runs import run_train
+    from dllm_lab.training.launch import install_job_relaunch, one_process_group
 
     tidy_terminal(wants_verbose(cfg))
+    install_job_relaunch()  # under -m with trainer=ddp, ranks 1.. run this job only
     try:
-        run_train(cfg)
+        with one_process_group():
+            run_train(cfg)
     except SIGTERMException:  # Lightning's is a SystemExit with code 0; a stopped job must not look successful
         raise SystemExit(128 + signal.SIGTERM) from None
 

@@ -56,7 +56,8 @@ def run_train(cfg: DictConfig, callbacks: list | None = None) -> dict[str, Any]:
     curve, divergence = TrainingCurve(), DivergenceGuard(checkpoint_dir)
     all_callbacks = [*(callbacks or []), *job.trainer_callbacks, curve, MLflowRunId(), GracefulExit(checkpoint_dir),
                      divergence]
-    trainer = job.trainer.build(logger, all_callbacks, str(job.output_dir), manual_optimization=job.algo_kind == "grpo")
+    trainer = job.trainer.build(logger, all_callbacks, str(job.output_dir), manual_optimization=job.algo_kind == "grpo",
+                                model=lm)
     with run_state(logger):
         fresh = not job.ckpt_path and not job.trainer.fast_dev_run  # a resumed run's "before" already ran
         before = None

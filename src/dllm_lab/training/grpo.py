@@ -37,6 +37,7 @@ from dllm_lab.rl import GRPOSettings, Rollout, policy_loss, rollout
 from dllm_lab.temporal import TemporalSettings
 from dllm_lab.training.optim import OptimSettings, build_optimizer
 from dllm_lab.training.progress import decode_progress
+from dllm_lab.training.sharding import clip_grad_norm, shard_reference
 from dllm_lab.training.validation import TaskCache, log_greedy_accuracy
 
 # A checkpoint after training_step holds the state after all mu updates of the rollout, which is what resuming
@@ -112,6 +113,7 @@ class GRPOModule(L.LightningModule):
     def on_fit_start(self) -> None:
         for ref in self._frozen_ref:
             ref.to(self.device)
+            ref.model = shard_reference(ref.model, self.trainer.strategy)  # FSDP: sharded like the policy
 
     @contextlib.contextmanager
     def _reference(self) -> Iterator[DiffusionLM]:
@@ -175,7 +177,7 @@ class GRPOModule(L.LightningModule):
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             if s.max_grad_norm:
-                self.clip_gradients(optimizer, gradient_clip_val=s.max_grad_norm, gradient_clip_algorithm="norm")
+                clip_grad_norm(self, optimizer, s.max_grad_norm)  # over every rank's shard under FSDP
             optimizer.step()
             schedule.step()
             losses.append(loss.detach())

@@ -10,9 +10,10 @@ import torch
 from dllm_lab.models.adapter import DiffusionLM
 from dllm_lab.training.losses import mdlm_loss
 from dllm_lab.training.optim import OptimSettings, build_optimizer
+from dllm_lab.training.sharding import ShardedClipping
 
 
-class MDLMModule(L.LightningModule):
+class MDLMModule(ShardedClipping, L.LightningModule):
     """Train any :class:`DiffusionLM` on noised SFT batches from :class:`~dllm_lab.data.SFTCollator`.
 
     The model object is built by the entry point and passed in; ``optim``: AdamW and its schedule;

@@ -29,13 +29,14 @@ from dllm_lab.rl.posterior import PosteriorSettings, filter_traces, sample_poste
 from dllm_lab.training.losses import mdlm_loss
 from dllm_lab.training.optim import OptimSettings, build_optimizer
 from dllm_lab.training.progress import decode_progress
+from dllm_lab.training.sharding import ShardedClipping
 from dllm_lab.training.validation import TaskCache, log_greedy_accuracy
 
 # A batch that keeps no trace skips its optimizer step (optimizer_step below); the schedule still advances.
 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`")
 
 
-class PosteriorSFTModule(L.LightningModule):
+class PosteriorSFTModule(ShardedClipping, L.LightningModule):
     """Posterior SFT of a :class:`DiffusionLM` on prompt batches with gold answers.
 
     Args:

@@ -23,7 +23,9 @@ class TrainerSettings:
     """Lightning Trainer options (``configs/trainer/*.yaml``) plus two of ours.
 
     checkpoint_every_n_steps: the checkpoint interval (read by the checkpoint callback's config);
-    num_threads: ``torch.set_num_threads`` for the run (``None`` keeps torch's default).
+    num_threads: ``torch.set_num_threads`` for the run (``None`` keeps torch's default);
+    activation_checkpointing: with ``strategy=fsdp``, recompute each transformer block's activations in the
+    backward pass (less memory, about a third more compute).
     """
 
     accelerator: str = "cpu"
@@ -41,6 +43,7 @@ class TrainerSettings:
     fast_dev_run: Any = False
     deterministic: Any = False
     num_threads: int | None = None
+    activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if self.max_steps <= 0:
@@ -56,22 +59,19 @@ class TrainerSettings:
 
     def check_algo(self, algo_kind: str | None) -> None:
         """Refuse a (strategy, algo) pair that cannot work, before anything is built. GRPO optimises by hand (``mu``
-        updates per rollout, each clipped to ``algo.max_grad_norm`` with ``torch.nn.utils.clip_grad_norm_``): under
-        FSDP or DeepSpeed each rank holds a shard of the gradients, so that clip would measure a part of the norm,
-        and Lightning's DeepSpeed precision plugin ignores clipping altogether. SFT clips through Lightning, whose
-        FSDP precision plugin refuses norm clipping."""
-        if self.sharding is None or algo_kind is None:
-            return
-        if algo_kind == "grpo":
+        updates per rollout, each clipped to ``algo.max_grad_norm``): under FSDP the clip goes through the FSDP
+        root, which reduces the norm over every rank's shard (``training/sharding.py``); DeepSpeed's engine owns
+        the optimizer step and clips only with its config's one value, and GRPO's manual updates under it are not
+        supported here. SFT clips through ``trainer.gradient_clip_val`` under every strategy."""
+        if self.sharding == "deepspeed" and algo_kind == "grpo":
             raise ConfigError(
-                f"trainer.strategy={self.strategy}: GRPO's manual updates clip gradients by norm themselves, which "
-                f"is wrong on {self.sharding}'s sharded gradients; use trainer=ddp (with algo.lora for an 8B model, "
-                "as d1 does)")
-        if self.sharding == "fsdp" and self.gradient_clip_val:
+                f"trainer.strategy={self.strategy}: GRPO's manual updates (algo.num_iterations per rollout, each "
+                "clipped to algo.max_grad_norm) do not run under DeepSpeed's engine; use trainer=fsdp, or trainer=ddp "
+                "with algo.lora for an 8B model, as d1 does")
+        if self.activation_checkpointing and self.sharding != "fsdp":
             raise ConfigError(
-                f"trainer.strategy={self.strategy} with trainer.gradient_clip_val={self.gradient_clip_val}: "
-                "Lightning's FSDP precision plugin cannot clip by norm; set trainer.gradient_clip_val=null, or use "
-                "trainer=ddp or trainer=deepspeed (which clips in DeepSpeed's own config)")
+                f"trainer.activation_checkpointing=true wraps the transformer blocks of FSDP (trainer=fsdp); with "
+                f"trainer.strategy={self.strategy} set it to false")
 
     def check_machine(self, environ: Mapping[str, str] | None = None, cuda: bool | None = None) -> None:
         """What the preset needs from this machine, checked at job start (before the model loads): a CUDA device
@@ -89,9 +89,12 @@ class TrainerSettings:
                 "--rdzv-endpoint=<host>:29500 -m dllm_lab.cli.train ...` on each node, or `srun` under SLURM")
 
     def build(
-        self, logger: Any, callbacks: list, default_root_dir: str, manual_optimization: bool = False
+        self, logger: Any, callbacks: list, default_root_dir: str, manual_optimization: bool = False,
+        model: torch.nn.Module | None = None,
     ) -> L.Trainer:
-        """The Trainer, with the live progress display unless ``callbacks`` bring a progress bar.
+        """The Trainer, with the live progress display unless ``callbacks`` bring a progress bar. With
+        ``strategy=fsdp`` and the ``model``, FSDP wraps each of its transformer blocks (and checkpoints their
+        activations with ``activation_checkpointing``).
         ``manual_optimization`` (RL modules: one training step is one rollout and its updates) leaves out
         ``gradient_clip_val``, which Lightning refuses for manually optimised modules (they clip per update
         themselves), and logs every rollout, whatever ``log_every_n_steps`` and ``max_steps`` are."""
@@ -99,11 +102,16 @@ class TrainerSettings:
             torch.set_num_threads(int(self.num_threads))
         if not any(isinstance(cb, ProgressBar) for cb in callbacks):
             callbacks = [*callbacks, LiveProgress()]
+        strategy = self.strategy
+        if str(strategy) == "fsdp" and model is not None:
+            from dllm_lab.training.sharding import build_fsdp_strategy
+
+            strategy = build_fsdp_strategy(model, self.activation_checkpointing)
         return L.Trainer(
             accelerator=self.accelerator,
             devices=self.devices,
             num_nodes=self.num_nodes,
-            strategy=self.strategy,
+            strategy=strategy,
             precision=self.precision,
             max_steps=self.max_steps,
             val_check_interval=self.val_check_interval,

@@ -60,3 +60,15 @@ def test_rl_step_benchmark_replays_log2_states_with_ass(tmp_path, tiny_model_dir
     assert all(r["rollout_s"] > 0 and r["update_s"] > 0 for r in rows.values())
     assert all(0 < r["forward_share"] <= 1 and r["rollout_tokens_per_s"] > 0 for r in rows.values())
     assert "| one_step + TCR reward (-TSE), semi_ar L/2 steps |" in stdout
+
+
+def test_gpu_benchmark_runs_scaled_down_on_this_machine(tmp_path):
+    """The GPU benchmark's code path on CPU (--smoke): every cache row, the FLOP count and the LoRA GRPO updates."""
+    stdout = run("gpu_decode.py", "--smoke", "--batches", "2", "--gen-length", "32", "--block", "16",
+                 "--prompt-length", "12", "--reps", "1", "--rl-updates", "1", "--rl-gen-length", "32",
+                 "--skip-embedded", "--out", str(tmp_path / "g.json"))
+    assert "| model | batch | cache |" in stdout and "GRPO with LoRA r128" in stdout
+    result = json.loads((tmp_path / "g.json").read_text())
+    assert [r["cache"] for r in result["rows"]] == ["none", "prefix", "dual"]
+    assert all(r["nfe"] == 32 and r["tokens_per_s"] > 0 and r["tflops"] > 0 for r in result["rows"])
+    assert result["grpo"]["rows"] == 16 and result["smoke"] is True

@@ -8,6 +8,12 @@ it, and posterior sampling (gold answer pre-filled, plus the one pass that score
 against plain semi-AR. "passes" counts the model's forward calls per decode.
 
     python benchmarks/decoding.py [--batches 1 32] [--reps 3] [--presets semi_ar threshold ...] [--threads 2]
+    python benchmarks/decoding.py --cache-model checkpoints/tiny-llama-mdlm [--cache-batches 1 8] [--reps 3]
+
+The second form measures the KV caches (issue 18): uncached, prefix and dual decodes side by side in one run,
+gen_length 256, block 32, one token per step, a 200-token prompt, on a model that can cache; speed-up and
+token agreement are against the uncached decode of the same prompts (targets: prefix >= 2.5x, dual >= 5x,
+agreement >= 98%). Writes benchmarks/results/decoding_cache.json.
 
 Targets (issues 3, 4 and 15): overhead <= 10% at batch 32; trajectory recorder <= +5% wall; temporal
 callback <= +5% wall with zero extra forward passes; the answer-likelihood callback adds no forward pass.
@@ -88,6 +94,72 @@ def ncl_rows(lm, timer, task, examples, prompts, semi_ar_row, reps) -> list[dict
     return [plain, scored, sampled]
 
 
+def long_prompts(lm, task, examples, length: int) -> torch.Tensor:
+    """(B, length) prompt ids: chat prompts of several problems in a row, cut to ``length`` tokens in the
+    middle (the chat header and the last problem, with the generation header, stay)."""
+    rows = []
+    for i in range(len(examples)):
+        text, j = "", i
+        while len(lm.chat.prompt_ids(text)) < length:
+            text += task.build_prompt(examples[j % len(examples)]) + "\n"
+            j += 1
+        ids = lm.chat.prompt_ids(text)
+        rows.append(ids[:4] + ids[len(ids) - (length - 4):])
+    return torch.tensor(rows)
+
+
+def cache_rows(lm, prompts: torch.Tensor, reps: int, gen_length: int = 256, block: int = 32) -> list[dict]:
+    """Uncached, prefix and dual decodes of the same prompts: tokens/s, speed-up and token agreement."""
+    rows, base = [], None
+    for cache in ("none", "prefix", "dual"):
+        cfg = DecodeConfig(gen_length=gen_length, block_length=block, steps=gen_length, cache=cache)
+        decode(lm, prompts[:1], cfg.replace(gen_length=block, block_length=block, steps=block))  # warm-up
+        walls = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            out = decode(lm, prompts, cfg)
+            walls.append(time.perf_counter() - start)
+        row = {"setting": f"cache={cache}", "batch": len(prompts), "nfe": out.nfe,
+               "tokens_per_s": len(prompts) * gen_length / statistics.median(walls), "wall_s": statistics.median(walls)}
+        if base is None:
+            base = (row, out.sequences)
+        else:
+            content = base[1] != lm.eos_token_ids[0]  # positions the uncached decode filled with non-EOS tokens
+            row["speedup"] = row["tokens_per_s"] / base[0]["tokens_per_s"]
+            row["agreement"] = float((out.sequences == base[1]).float().mean())
+            same = out.sequences == base[1]
+            row["agreement_content"] = float(same[content].float().mean()) if content.any() else None
+        rows.append(row)
+    return rows
+
+
+def cache_main(args) -> None:
+    lm = load_model(args.cache_model)
+    task = get_task("arith", prompt_style=lm.prompt_style)
+    examples = task.synthetic(max(args.cache_batches) + 8, seed=99)
+    rows = []
+    for batch in args.cache_batches:
+        prompts = long_prompts(lm, task, examples[: batch + 8], args.prompt_length)[:batch]
+        rows += cache_rows(lm, prompts, args.reps)
+    print(f"\nKV cache on {Path(args.cache_model).name} ({lm.family}), gen_length 256, block 32, 256 steps, "
+          f"{args.prompt_length}-token prompts, {torch.get_num_threads()} threads, median of {args.reps}\n")
+    print("| setting | batch | NFE | tokens/s | speed-up | token agreement | agreement on non-EOS tokens |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        speed = f"{r['speedup']:.2f}x" if "speedup" in r else "1.00x"
+        agree = f"{r['agreement']:.1%}" if "agreement" in r else "-"
+        content = f"{r['agreement_content']:.1%}" if r.get("agreement_content") is not None else "-"
+        print(f"| {r['setting']} | {r['batch']} | {r['nfe']} | {r['tokens_per_s']:,.1f} | {speed} | {agree} | "
+              f"{content} |")
+    out = Path(args.out).with_name("decoding_cache.json") if args.out == DEFAULT_OUT else Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"threads": torch.get_num_threads(), "model": str(args.cache_model), "rows": rows},
+                              indent=1))
+
+
+DEFAULT_OUT = str(Path(__file__).parent / "results" / "decoding.json")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=str(project_root() / "checkpoints" / "tiny-mdlm"))
@@ -96,10 +168,16 @@ def main() -> None:
     presets = sorted(p.stem for p in (config_dir() / "decoder").glob("*.yaml"))
     parser.add_argument("--presets", nargs="+", default=presets)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "decoding.json"))
+    parser.add_argument("--out", default=DEFAULT_OUT)
+    parser.add_argument("--cache-model", help="measure the KV caches on this model (it must be able to cache)")
+    parser.add_argument("--cache-batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--prompt-length", type=int, default=200)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.cache_model:
+        cache_main(args)
+        return
     lm = load_model(args.model)
     timer = ForwardTimer(lm)
     task = get_task("arith", prompt_style="compact")

@@ -72,3 +72,17 @@ def test_gpu_benchmark_runs_scaled_down_on_this_machine(tmp_path):
     assert [r["cache"] for r in result["rows"]] == ["none", "prefix", "dual"]
     assert all(r["nfe"] == 32 and r["tokens_per_s"] > 0 and r["tflops"] > 0 for r in result["rows"])
     assert result["grpo"]["rows"] == 16 and result["smoke"] is True
+
+
+def test_decoding_benchmark_cache_rows_compare_with_the_uncached_decode(tmp_path, tiny_lm):
+    from dllm_lab.models import DiffusionLM, build_tiny_model
+
+    tok = tiny_lm.tokenizer
+    llama = build_tiny_model(tok, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, arch="llama")
+    DiffusionLM(llama, tok, "bidirectional", tok.mask_token_id, (tok.eos_token_id,)).save_pretrained(tmp_path / "m")
+    stdout = run("decoding.py", "--cache-model", str(tmp_path / "m"), "--cache-batches", "2", "--reps", "1",
+                 "--threads", "1", "--prompt-length", "40", "--out", str(tmp_path / "c.json"))
+    assert "| cache=dual | 2 | 256 |" in stdout
+    rows = {r["setting"]: r for r in json.loads((tmp_path / "c.json").read_text())["rows"]}
+    assert set(rows) == {"cache=none", "cache=prefix", "cache=dual"}
+    assert all(0 <= rows[k]["agreement"] <= 1 and rows[k]["speedup"] > 0 for k in ("cache=prefix", "cache=dual"))

@@ -135,3 +135,27 @@ def test_bidirectional_attention_sees_later_tokens(llama_lm):
     with torch.no_grad():
         first, second = llama_lm.logits(ids), llama_lm.logits(changed)
     assert not torch.allclose(first[0, 0], second[0, 0])  # a causal model would give position 0 the same logits
+
+
+SCRATCH_LLAMA = [
+    "model=tiny_scratch", "model.init.arch=llama", "model.init.hidden_size=32", "model.init.num_layers=1",
+    "model.init.num_heads=2", "model.init.intermediate_size=64", "model.init.corpus_examples=50",
+    "data.num_eval=3", "data.eval_batch_size=3", "data.eval_tasks={arith: synthetic}", "decoder.gen_length=16",
+    "decoder.block_length=8", "decoder.steps=16", "trainer.num_threads=1", "logger=none",
+]
+
+
+def test_an_eval_job_decodes_with_a_dual_cache_on_a_model_that_can(compose_cfg):
+    from dllm_lab.runs import run_eval
+
+    metrics = run_eval(compose_cfg("eval", [*SCRATCH_LLAMA, "decoder.cache=dual"]))
+    assert metrics["eval/arith/samples"] == 3 and metrics["eval/arith/nfe"] == 16
+
+
+def test_a_job_refuses_the_cache_on_the_embedded_model_before_decoding(compose_cfg, monkeypatch):
+    import dllm_lab.runs.eval as eval_body
+    from dllm_lab.runs import run_eval
+
+    monkeypatch.setattr(eval_body, "evaluate", lambda *a, **k: pytest.fail("decoding started"))
+    with pytest.raises(ConfigError, match=r"decoder.cache=prefix: .*cannot cache keys/values; set decoder.cache=none"):
+        run_eval(compose_cfg("eval", ["decoder.cache=prefix", "logger=none"]))

@@ -57,6 +57,29 @@ def test_the_refresh_pass_gives_the_uncached_logits(llama_lm):
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_a_cached_step_on_an_unchanged_canvas_gives_the_uncached_logits(llama_lm, cache):
+    # nothing committed since the refresh: every cached key is exact, so only the positions, the mask and the
+    # order of keys in the cache could make the step differ
+    from dllm_lab.decoding.cache import BlockKVCache
+    from dllm_lab.decoding.loop import prepare_prompts
+    from dllm_lab.decoding.schedules import Block
+
+    ids, mask = prepare_prompts(llama_lm, PROMPTS)
+    P = ids.shape[1]
+    canvas = torch.cat([ids, torch.full((3, 24), llama_lm.mask_token_id)], 1)
+    canvas[:, P : P + 5] = ids[:, -5:]  # a finished stretch before the block
+    attn = torch.cat([mask, torch.ones(3, 24, dtype=torch.long)], 1)
+    kv = BlockKVCache(llama_lm, cache, attn, P)
+    block = Block(8, 16, 8, 0)
+    with torch.no_grad():
+        refreshed = kv.logits(canvas, block, refresh=True)
+        cached = kv.logits(canvas, block, refresh=False)
+        again = kv.logits(canvas, block, refresh=False)  # the step's keys were cropped off: same cache again
+    torch.testing.assert_close(cached, refreshed, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(again, cached, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("cache", ["none", "prefix", "dual"])
 def test_batch_decode_equals_one_by_one(llama_lm, cache):
     batch = _decode(llama_lm, cache)

@@ -13,9 +13,9 @@ ensure_root_env()
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
 def main(cfg: DictConfig) -> None:
     from dllm_lab.cli import tidy_terminal
+    from dllm_lab.cli.launch import install_job_relaunch, one_process_group
     from dllm_lab.factory import wants_verbose
     from dllm_lab.runs import run_eval
-    from dllm_lab.training.launch import install_job_relaunch, one_process_group
 
     tidy_terminal(wants_verbose(cfg))
     install_job_relaunch()  # under -m with trainer=ddp, ranks 1.. run this job only

@@ -17,9 +17,9 @@ def main(cfg: DictConfig) -> None:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from dllm_lab.cli import tidy_terminal
+    from dllm_lab.cli.launch import install_job_relaunch, one_process_group
     from dllm_lab.factory import wants_verbose
     from dllm_lab.runs import run_train
-    from dllm_lab.training.launch import install_job_relaunch, one_process_group
 
     tidy_terminal(wants_verbose(cfg))
     install_job_relaunch()  # under -m with trainer=ddp, ranks 1.. run this job only

@@ -44,6 +44,8 @@ ARM_COLORS: dict[str, str] = {
     "rl_tse": "#d62728",
     "rl_tse_acc": "#ff7f0e",
     "rl_cj_grpo": "#2ca02c",
+    "rl_countdown_lora": "#17becf",  # the d1 arm's recipe candidates: its blue's neighbours
+    "rl_countdown_t12": "#7f7fff",
     "psft_base": "#4d4d4d",
     "psft_posterior": "#9467bd",
     "psft_unfiltered": "#8c564b",

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from dllm_lab.data import TaskDataModule
 from dllm_lab.data.collate import SFTCollator
 from dllm_lab.decoding import DecodeCallback, DecodeConfig
+from dllm_lab.decoding.cache import check_cache
 from dllm_lab.errors import ConfigError
 from dllm_lab.evaluation.sweep import SweepSetting, SweepSettings
 from dllm_lab.extensions import import_extensions
@@ -254,11 +255,8 @@ def build_model(job: Job) -> DiffusionLM:
     decoders = {"decoder": job.decoder, "algo.sampler": job.sampler,
                 **{f"eval_decoders.{name}": d for name, d in job.eval_decoders.items()}}
     for where, decoder in decoders.items():
-        if decoder is not None and decoder.cache != "none" and not lm.can_cache:
-            raise ConfigError(
-                f"{where}.cache={decoder.cache}: {job.config['model'].get('name_or_path') or 'the model'} (family "
-                f"{lm.family!r}) cannot cache keys/values; set {where}.cache=none, or use a model of the "
-                "'bidirectional' family (e.g. model=tiny_scratch model.init.arch=llama)")
+        if decoder is not None:
+            check_cache(lm, decoder.cache, where)
     return lm
 
 

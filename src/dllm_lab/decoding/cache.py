@@ -24,14 +24,14 @@ from dllm_lab.errors import ConfigError
 from dllm_lab.models.adapter import DiffusionLM, full_attention
 
 
-def check_cache(model: DiffusionLM, mode: str) -> None:
-    """Refuse a cache the model cannot use, before any forward pass."""
+def check_cache(model: DiffusionLM, mode: str, where: str = "decoder") -> None:
+    """Refuse a cache the model cannot use, before any forward pass (``where``: the config key of the decoder)."""
     if mode != "none" and not model.can_cache:
         raise ConfigError(
-            f"decoder.cache={mode}: the {model.family!r} family cannot cache keys/values (its forward takes no "
-            "past_key_values with explicit positions, or its logits are shifted); set decoder.cache=none, or use a "
-            "model of the 'bidirectional' family (a transformers decoder such as Llama run with full attention, "
-            "e.g. model.init.arch=llama)")
+            f"{where}.cache={mode}: {type(model.model).__name__} (family {model.family!r}) cannot cache keys/values; "
+            f"set {where}.cache=none, or use a model of the 'bidirectional' family (a transformers decoder such as "
+            "Llama run with full attention, e.g. model=tiny_scratch model.init.arch=llama): caching needs a forward "
+            "that takes past_key_values with explicit positions and returns aligned logits")
 
 
 class BlockKVCache:

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from dllm_lab.decoding.cache import BlockKVCache, check_cache
+from dllm_lab.decoding.cache import BlockKVCache
 from dllm_lab.decoding.callbacks import DecodeCallback
 from dllm_lab.decoding.config import DecodeConfig
 from dllm_lab.decoding.infill import EarlyExit, InfillTemplate, encode_answers, template_text
@@ -169,7 +169,6 @@ def decode(
             "decoder.early_exit=true: posterior sampling pre-fills the answer, so there is nothing to exit on; "
             "set decoder.early_exit=false"
         )
-    check_cache(model, cfg.cache)
     prompt_ids, prompt_mask = prepare_prompts(model, prompts, attention_mask)
     B, P, L = prompt_ids.shape[0], prompt_ids.shape[1], cfg.gen_length
     if P + L > model.max_length:
@@ -204,6 +203,7 @@ def decode(
     passes = 2 if cfg.cfg_scale > 0 else 1
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     nfe_rows = torch.zeros(B, dtype=torch.long, device=device)
+    # a model that cannot cache is refused here, before any forward pass
     kv = BlockKVCache(model, cfg.cache, attn, P) if cfg.cache != "none" else None
 
     state = DecodeState(

@@ -13,7 +13,8 @@ against plain semi-AR. "passes" counts the model's forward calls per decode.
 The second form measures the KV caches (issue 18): uncached, prefix and dual decodes side by side in one run,
 gen_length 256, block 32, one token per step, a 200-token prompt, on a model that can cache; speed-up and
 token agreement are against the uncached decode of the same prompts (targets: prefix >= 2.5x, dual >= 5x,
-agreement >= 98%). Writes benchmarks/results/decoding_cache.json.
+agreement >= 98%). A second table gives the same for every decoder preset at its own settings, on task prompts
+(``--cache-presets`` picks them; none skips it). Writes benchmarks/results/decoding_cache.json.
 
 Targets (issues 3, 4 and 15): overhead <= 10% at batch 32; trajectory recorder <= +5% wall; temporal
 callback <= +5% wall with zero extra forward passes; the answer-likelihood callback adds no forward pass.
@@ -133,14 +134,42 @@ def cache_rows(lm, prompts: torch.Tensor, reps: int, gen_length: int = 256, bloc
     return rows
 
 
-def cache_main(args) -> None:
-    lm = load_model(args.cache_model)
-    task = get_task("arith", prompt_style=lm.prompt_style)
-    examples = task.synthetic(max(args.cache_batches) + 8, seed=99)
+def cache_preset_rows(lm, presets: list[str], per_task: int, reps: int) -> list[dict]:
+    """Every decoder preset at its own settings on the task prompts (``per_task`` of each synthetic task in one
+    batch): the prefix and dual caches' token agreement with the uncached decode, and their speed-up."""
+    ids, gold = [], []
+    for name in ("arith", "countdown", "sudoku4"):
+        task = get_task(name, prompt_style=lm.prompt_style)
+        for e in task.synthetic(per_task, seed=99):
+            ids.append(lm.chat.prompt_ids(task.build_prompt(e), task.chat_template))
+            gold.append(task.gold_answer_text(e))
     rows = []
-    for batch in args.cache_batches:
-        prompts = long_prompts(lm, task, examples[: batch + 8], args.prompt_length)[:batch]
-        rows += cache_rows(lm, prompts, args.reps)
+    for name in presets:
+        cfg = DecodeConfig.from_dict(load_decoder_preset(name))
+        # posterior sampling pre-fills the gold answer: only the problems that have one (not countdown)
+        rows_in = [i for i, g in enumerate(gold) if g is not None] if cfg.posterior else list(range(len(ids)))
+        prompts = [ids[i] for i in rows_in]
+        answers = [gold[i] for i in rows_in] if cfg.posterior else None
+        runs = {}
+        for cache in ("none", "prefix", "dual"):
+            walls = []
+            for _ in range(reps):
+                start = time.perf_counter()
+                out = decode(lm, prompts, cfg.replace(cache=cache), answers=answers)
+                walls.append(time.perf_counter() - start)
+            runs[cache] = (out, statistics.median(walls))
+        base, wall = runs["none"]
+        row = {"preset": name, "batch": len(prompts), "gen_length": cfg.gen_length, "block_length": cfg.block_length,
+               "nfe": float(base.nfe_per_sample.float().mean())}
+        for cache in ("prefix", "dual"):
+            out, w = runs[cache]
+            row[f"{cache}_speedup"] = wall / w
+            row[f"{cache}_agreement"] = float((out.sequences == base.sequences).float().mean())
+        rows.append(row)
+    return rows
+
+
+def print_cache_rows(rows: list[dict], lm, args) -> None:
     print(f"\nKV cache on {Path(args.cache_model).name} ({lm.family}), gen_length 256, block 32, 256 steps, "
           f"{args.prompt_length}-token prompts, {torch.get_num_threads()} threads, median of {args.reps}\n")
     print("| setting | batch | NFE | tokens/s | speed-up | token agreement | agreement on non-EOS tokens |")
@@ -151,10 +180,36 @@ def cache_main(args) -> None:
         content = f"{r['agreement_content']:.1%}" if r.get("agreement_content") is not None else "-"
         print(f"| {r['setting']} | {r['batch']} | {r['nfe']} | {r['tokens_per_s']:,.1f} | {speed} | {agree} | "
               f"{content} |")
+
+
+def print_cache_presets(presets: list[dict], args) -> None:
+    print(f"\nPer decoder preset, at its own gen_length / block_length, on {args.cache_per_task} prompts each of "
+          f"arith, countdown and sudoku4 in one batch (posterior: those with a gold answer), median of {args.reps}\n")
+    print("| preset | gen / block | NFE | prefix speed-up | prefix agreement | dual speed-up | dual agreement |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in presets:
+        print(f"| {r['preset']} | {r['gen_length']} / {r['block_length'] or r['gen_length']} | {r['nfe']:.1f} | "
+              f"{r['prefix_speedup']:.2f}x | {r['prefix_agreement']:.1%} | {r['dual_speedup']:.2f}x | "
+              f"{r['dual_agreement']:.1%} |")
+
+
+def cache_main(args) -> None:
+    lm = load_model(args.cache_model)
+    task = get_task("arith", prompt_style=lm.prompt_style)
+    examples = task.synthetic(max(args.cache_batches, default=0) + 8, seed=99)
+    rows = []
+    for batch in args.cache_batches:
+        prompts = long_prompts(lm, task, examples[: batch + 8], args.prompt_length)[:batch]
+        rows += cache_rows(lm, prompts, args.reps)
+    if rows:
+        print_cache_rows(rows, lm, args)
+    presets = cache_preset_rows(lm, args.cache_presets, args.cache_per_task, args.reps) if args.cache_presets else []
+    if presets:
+        print_cache_presets(presets, args)
     out = Path(args.out).with_name("decoding_cache.json") if args.out == DEFAULT_OUT else Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"threads": torch.get_num_threads(), "model": str(args.cache_model), "rows": rows},
-                              indent=1))
+    out.write_text(json.dumps({"threads": torch.get_num_threads(), "model": str(args.cache_model), "rows": rows,
+                               "presets": presets}, indent=1))
 
 
 DEFAULT_OUT = str(Path(__file__).parent / "results" / "decoding.json")
@@ -170,8 +225,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=DEFAULT_OUT)
     parser.add_argument("--cache-model", help="measure the KV caches on this model (it must be able to cache)")
-    parser.add_argument("--cache-batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--cache-batches", type=int, nargs="*", default=[1, 8])
     parser.add_argument("--prompt-length", type=int, default=200)
+    parser.add_argument("--cache-presets", nargs="*", default=[p for p in presets if p != "base"],
+                        help="decoder presets whose cache agreement is measured (none: skip that table)")
+    parser.add_argument("--cache-per-task", type=int, default=8)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -75,6 +75,12 @@ def test_posterior_mode_keeps_the_gold_answer(tiny_lm):
     assert out.nfe == tpl.reasoning_length and "42}" in out.texts[0]
 
 
+def test_posterior_mode_refuses_a_missing_gold_answer_by_row(tiny_lm):
+    """A problem without a gold answer (countdown's is None) is named, not a TypeError from the tokenizer."""
+    with pytest.raises(ValueError, match=r"answers\[1\] is None \(1 of 2 rows\).*countdown"):
+        decode(tiny_lm, PROMPTS[:2], DecodeConfig(**INFILL), answers=["42", None])
+
+
 def test_decode_time_errors_come_before_any_forward_pass(tiny_lm):
     lm = ScriptedLM(tiny_lm)
     with pytest.raises(ConfigError, match=r"decoder\.gen_length"):  # delimiter + answer + closing > 16

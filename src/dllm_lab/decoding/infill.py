@@ -137,7 +137,13 @@ class InfillTemplate:
 
 
 def encode_answers(tokenizer: Any, answers: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
-    """Gold answers as token ids (text is tokenized without special tokens)."""
+    """Gold answers as token ids (text is tokenized without special tokens). A missing answer (``None``, e.g. a
+    Countdown problem, which has no single gold answer) is refused, naming the row."""
+    missing = [i for i, a in enumerate(answers) if a is None]
+    if missing:
+        raise ValueError(f"answers[{missing[0]}] is None ({len(missing)} of {len(answers)} rows): posterior sampling "
+                         "pre-fills a gold answer, so pass only problems that have one (a task whose "
+                         "gold_answer_text is None, such as countdown, cannot be used)")
     return [list(_encode(tokenizer, a)) if isinstance(a, str) else [int(t) for t in a] for a in answers]
 
 

@@ -80,6 +80,27 @@ def test_a_cached_step_on_an_unchanged_canvas_gives_the_uncached_logits(llama_lm
     torch.testing.assert_close(again, cached, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_refreshing_at_every_pass_is_exactly_the_uncached_decode(llama_lm, cache):
+    # 8 steps per block: without decoder.cache_refresh only the first is a full pass; with 1, all of them are
+    plain, cached = _decode(llama_lm, "none"), _decode(llama_lm, cache, cache_refresh=1)
+    assert torch.equal(cached.sequences, plain.sequences)
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_cache_refresh_rebuilds_the_cache_every_k_passes_of_a_block(llama_lm, cache):
+    seen = []
+    hook = llama_lm.model.register_forward_pre_hook(lambda _m, _a, kw: seen.append(kw["input_ids"].shape[1]),
+                                                    with_kwargs=True)
+    try:
+        out = _decode(llama_lm, cache, cache_refresh=3)
+    finally:
+        hook.remove()
+    full = [i for i, n in enumerate(seen) if n == out.prompt_ids.shape[1] + 24]
+    assert full == [0, 3, 6, 8, 11, 14, 16, 19, 22]  # each block's first pass, then every third one
+    assert (out.sequences != llama_lm.mask_token_id).all()
+
+
 @pytest.mark.parametrize("cache", ["none", "prefix", "dual"])
 def test_batch_decode_equals_one_by_one(llama_lm, cache):
     batch = _decode(llama_lm, cache)
@@ -137,6 +158,7 @@ def test_a_model_that_cannot_cache_is_refused_before_any_pass(tiny_lm):
 @pytest.mark.parametrize(("change", "match"), [
     ({"cache": "kv"}, "choose one of"),
     ({"cache": "dual", "cfg_scale": 1.0}, "classifier-free guidance"),
+    ({"cache": "dual", "cache_refresh": 0}, "cache_refresh"),
 ])
 def test_bad_cache_settings_name_the_fix(change, match):
     with pytest.raises(ConfigError, match=match):

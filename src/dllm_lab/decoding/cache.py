@@ -42,11 +42,15 @@ class BlockKVCache:
         mode: ``prefix`` or ``dual``.
         attention_mask: ``(B, P + L)``, 1 = real token (left padding is 0).
         prompt_length: ``P``.
+        refresh_every: also rebuild the cache at every ``refresh_every``-th pass of a block (``None``: only at
+            its first pass).
     """
 
-    def __init__(self, model: DiffusionLM, mode: str, attention_mask: torch.Tensor, prompt_length: int) -> None:
+    def __init__(self, model: DiffusionLM, mode: str, attention_mask: torch.Tensor, prompt_length: int,
+                 refresh_every: int | None = None) -> None:
         check_cache(model, mode)
         self.model, self.mode, self.P = model, mode, prompt_length
+        self.refresh_every, self.since_refresh = refresh_every, 0
         self.real = attention_mask.bool()  # (B, N)
         self.full_mask, self.positions = full_attention(attention_mask, attention_mask)  # (B, 1, N, N), (B, N)
         self.past = None
@@ -57,7 +61,9 @@ class BlockKVCache:
     def logits(self, canvas: torch.Tensor, block: Block, refresh: bool) -> torch.Tensor:
         """Logits ``(B, L, V)`` of this step; ``refresh``: the block's first pass (a full forward that rebuilds
         the cache)."""
-        if refresh or self.past is None:
+        self.since_refresh += 1
+        if refresh or self.past is None or (self.refresh_every and self.since_refresh >= self.refresh_every):
+            self.since_refresh = 0
             return self._refresh(canvas, block)
         a, b = self.query
         out, _ = self.model.cached_forward(canvas[:, a:b], self.step_mask, self.positions[:, a:b], self.past)

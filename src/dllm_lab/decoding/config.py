@@ -69,6 +69,8 @@ class DecodeConfig:
       cache: ``none``, ``prefix`` or ``dual`` (Fast-dLLM): reuse the keys/values of the prompt and finished
         blocks (prefix), and also of the masked positions after the block (dual), within each block; refreshed
         by one full pass at every block's first step. Needs a model that can cache (``DiffusionLM.can_cache``).
+        cache_refresh: also refresh every ``cache_refresh``-th pass within a block (``None``: only at its first
+        pass, as Fast-dLLM does); smaller is closer to the uncached decode and slower.
       early_exit: stop a row once ``U`` (``early_exit_reduction`` of the entropy over its still-masked
         answer positions) is below ``early_exit_threshold``, filling the answer with that pass' argmax.
     """
@@ -104,6 +106,7 @@ class DecodeConfig:
     early_exit_reduction: str = "max"
     posterior: bool = False
     cache: str = "none"
+    cache_refresh: int | None = None
 
     def __post_init__(self) -> None:
         if self.eoser_token_ids is not None:  # YAML / OmegaConf lists -> a hashable tuple of ints
@@ -178,6 +181,8 @@ class DecodeConfig:
         need(self.cache == "none" or self.cfg_scale == 0, "cache",
              "classifier-free guidance runs a second, prompt-masked pass the cache does not hold; set "
              "decoder.cache=none or decoder.cfg_scale=0")
+        need(self.cache_refresh is None or self.cache_refresh >= 1, "cache_refresh",
+             "must be a positive number of passes or null (refresh only at each block's first pass)")
         self._validate_eoser(need)
         self._validate_infill(need)
 

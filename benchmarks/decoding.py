@@ -8,7 +8,7 @@ it, and posterior sampling (gold answer pre-filled, plus the one pass that score
 against plain semi-AR. "passes" counts the model's forward calls per decode.
 
     python benchmarks/decoding.py [--batches 1 32] [--reps 3] [--presets semi_ar threshold ...] [--threads 2]
-    python benchmarks/decoding.py --cache-model checkpoints/tiny-llama-mdlm [--cache-batches 1 8] [--reps 3]
+    python benchmarks/decoding.py --cache-model checkpoints/tiny-llama-stage1 [--cache-batches 1 8] [--reps 3]
 
 The second form measures the KV caches (issue 18): uncached, prefix and dual decodes side by side in one run,
 gen_length 256, block 32, one token per step, a 200-token prompt, on a model that can cache; speed-up and
@@ -109,18 +109,24 @@ def long_prompts(lm, task, examples, length: int) -> torch.Tensor:
     return torch.tensor(rows)
 
 
-def cache_rows(lm, prompts: torch.Tensor, reps: int, gen_length: int = 256, block: int = 32) -> list[dict]:
-    """Uncached, prefix and dual decodes of the same prompts: tokens/s, speed-up and token agreement."""
+def cache_rows(lm, prompts: torch.Tensor, reps: int, refresh: list[int], gen_length: int = 256,
+               block: int = 32) -> list[dict]:
+    """Uncached, prefix and dual decodes of the same prompts (then each again refreshing every k passes, for k
+    in ``refresh``): tokens/s, speed-up and token agreement with the uncached decode."""
     rows, base = [], None
-    for cache in ("none", "prefix", "dual"):
-        cfg = DecodeConfig(gen_length=gen_length, block_length=block, steps=gen_length, cache=cache)
+    settings = [("none", None), ("prefix", None), ("dual", None)]
+    settings += [(cache, k) for k in refresh for cache in ("prefix", "dual")]
+    for cache, k in settings:
+        cfg = DecodeConfig(gen_length=gen_length, block_length=block, steps=gen_length, cache=cache,
+                           cache_refresh=k)
         decode(lm, prompts[:1], cfg.replace(gen_length=block, block_length=block, steps=block))  # warm-up
         walls = []
         for _ in range(reps):
             start = time.perf_counter()
             out = decode(lm, prompts, cfg)
             walls.append(time.perf_counter() - start)
-        row = {"setting": f"cache={cache}", "batch": len(prompts), "nfe": out.nfe,
+        setting = f"cache={cache}" + (f", refresh every {k}" if k else "")
+        row = {"setting": setting, "batch": len(prompts), "nfe": out.nfe,
                "tokens_per_s": len(prompts) * gen_length / statistics.median(walls), "wall_s": statistics.median(walls)}
         if base is None:
             base = (row, out.sequences)
@@ -200,7 +206,7 @@ def cache_main(args) -> None:
     rows = []
     for batch in args.cache_batches:
         prompts = long_prompts(lm, task, examples[: batch + 8], args.prompt_length)[:batch]
-        rows += cache_rows(lm, prompts, args.reps)
+        rows += cache_rows(lm, prompts, args.reps, args.cache_refresh)
     if rows:
         print_cache_rows(rows, lm, args)
     presets = cache_preset_rows(lm, args.cache_presets, args.cache_per_task, args.reps) if args.cache_presets else []
@@ -230,6 +236,8 @@ def main() -> None:
     parser.add_argument("--cache-presets", nargs="*", default=[p for p in presets if p != "base"],
                         help="decoder presets whose cache agreement is measured (none: skip that table)")
     parser.add_argument("--cache-per-task", type=int, default=8)
+    parser.add_argument("--cache-refresh", type=int, nargs="*", default=[8],
+                        help="also measure each cache refreshed every k passes of a block (decoder.cache_refresh)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

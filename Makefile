@@ -1,7 +1,7 @@
 # Everyday commands. Each one sets up .venv first (scripts/setup.sh, a no-op once done).
 PY := .venv/bin/python
 
-.PHONY: setup quickstart test test-fast lint bench train-tiny train-tiny-all rl-study rl-report ablation temporal early-exit \
+.PHONY: setup quickstart test test-fast lint bench train-tiny train-tiny-all train-tiny-llama rl-study rl-report ablation temporal early-exit \
 	answer-likelihood posterior-sft-study posterior-sft-report server clean
 
 setup:
@@ -38,6 +38,19 @@ train-tiny-all: setup  ## every stage from scratch (~4 h on 2 CPU cores)
 	$(PY) -m dllm_lab.cli.train experiment=tiny_pretrain
 	$(PY) -m dllm_lab.cli.train experiment=tiny_finetune
 	$(MAKE) train-tiny
+
+TWIN := $(CURDIR)/checkpoints/tiny-llama
+train-tiny-llama: setup  ## the cache-capable twin's stages 3a to 5b from its kept stage 2 -> checkpoints/tiny-llama
+	$(PY) -m dllm_lab.cli.train experiment=tiny_arith task_name=tiny_arith_llama \
+		model.name_or_path=$(TWIN)-stage2 export_dir=$(TWIN)-stage3a
+	$(PY) -m dllm_lab.cli.train experiment=tiny_arith_context task_name=tiny_arith_context_llama \
+		model.name_or_path=$(TWIN)-stage3a export_dir=$(TWIN)-stage3
+	$(PY) -m dllm_lab.cli.train experiment=tiny_mix task_name=tiny_mix_llama \
+		model.name_or_path=$(TWIN)-stage3 export_dir=$(TWIN)-stage4
+	$(PY) -m dllm_lab.cli.train experiment=tiny_infill task_name=tiny_infill_llama \
+		model.name_or_path=$(TWIN)-stage4 export_dir=$(TWIN)-stage5
+	$(PY) -m dllm_lab.cli.train experiment=tiny_infill_80 task_name=tiny_infill_80_llama \
+		model.name_or_path=$(TWIN)-stage5 export_dir=$(TWIN)
 
 ablation: setup  ## the decoding ablation -> experiments/decoding_ablation/
 	$(PY) -m dllm_lab.cli.eval experiment=decoding_ablation

@@ -109,6 +109,16 @@ def long_prompts(lm, task, examples, length: int) -> torch.Tensor:
     return torch.tensor(rows)
 
 
+def timed_decode(lm, prompts, cfg: DecodeConfig, reps: int, answers=None):
+    """The last of ``reps`` decodes and their median wall time in seconds."""
+    walls = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        out = decode(lm, prompts, cfg, answers=answers)
+        walls.append(time.perf_counter() - start)
+    return out, statistics.median(walls)
+
+
 def cache_rows(lm, prompts: torch.Tensor, reps: int, refresh: list[int], gen_length: int = 256,
                block: int = 32) -> list[dict]:
     """Uncached, prefix and dual decodes of the same prompts (then each again refreshing every k passes, for k
@@ -120,14 +130,10 @@ def cache_rows(lm, prompts: torch.Tensor, reps: int, refresh: list[int], gen_len
         cfg = DecodeConfig(gen_length=gen_length, block_length=block, steps=gen_length, cache=cache,
                            cache_refresh=k)
         decode(lm, prompts[:1], cfg.replace(gen_length=block, block_length=block, steps=block))  # warm-up
-        walls = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            out = decode(lm, prompts, cfg)
-            walls.append(time.perf_counter() - start)
+        out, wall = timed_decode(lm, prompts, cfg, reps)
         setting = f"cache={cache}" + (f", refresh every {k}" if k else "")
         row = {"setting": setting, "batch": len(prompts), "nfe": out.nfe,
-               "tokens_per_s": len(prompts) * gen_length / statistics.median(walls), "wall_s": statistics.median(walls)}
+               "tokens_per_s": len(prompts) * gen_length / wall, "wall_s": wall}
         if base is None:
             base = (row, out.sequences)
         else:
@@ -156,14 +162,8 @@ def cache_preset_rows(lm, presets: list[str], per_task: int, reps: int) -> list[
         rows_in = [i for i, g in enumerate(gold) if g is not None] if cfg.posterior else list(range(len(ids)))
         prompts = [ids[i] for i in rows_in]
         answers = [gold[i] for i in rows_in] if cfg.posterior else None
-        runs = {}
-        for cache in ("none", "prefix", "dual"):
-            walls = []
-            for _ in range(reps):
-                start = time.perf_counter()
-                out = decode(lm, prompts, cfg.replace(cache=cache), answers=answers)
-                walls.append(time.perf_counter() - start)
-            runs[cache] = (out, statistics.median(walls))
+        runs = {cache: timed_decode(lm, prompts, cfg.replace(cache=cache), reps, answers)
+                for cache in ("none", "prefix", "dual")}
         base, wall = runs["none"]
         row = {"preset": name, "batch": len(prompts), "gen_length": cfg.gen_length, "block_length": cfg.block_length,
                "nfe": float(base.nfe_per_sample.float().mean())}

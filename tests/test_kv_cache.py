@@ -27,6 +27,17 @@ def _decode(lm, cache: str, prompts=PROMPTS, **changes):
     return decode(lm, list(prompts), cfg)
 
 
+def _decode_counting_inputs(lm, cache: str, **changes):
+    """The decode, and the number of tokens each forward pass ran on."""
+    seen = []
+    hook = lm.model.register_forward_pre_hook(lambda _m, _a, kw: seen.append(kw["input_ids"].shape[1]),
+                                              with_kwargs=True)
+    try:
+        return _decode(lm, cache, **changes), seen
+    finally:
+        hook.remove()
+
+
 @pytest.mark.parametrize("cache", ["prefix", "dual"])
 def test_one_step_per_block_is_exactly_the_uncached_decode(llama_lm, cache):
     # every pass is a block's refresh (a full forward), so nothing cached is ever stale
@@ -89,13 +100,7 @@ def test_refreshing_at_every_pass_is_exactly_the_uncached_decode(llama_lm, cache
 
 @pytest.mark.parametrize("cache", ["prefix", "dual"])
 def test_cache_refresh_rebuilds_the_cache_every_k_passes_of_a_block(llama_lm, cache):
-    seen = []
-    hook = llama_lm.model.register_forward_pre_hook(lambda _m, _a, kw: seen.append(kw["input_ids"].shape[1]),
-                                                    with_kwargs=True)
-    try:
-        out = _decode(llama_lm, cache, cache_refresh=3)
-    finally:
-        hook.remove()
+    out, seen = _decode_counting_inputs(llama_lm, cache, cache_refresh=3)
     full = [i for i, n in enumerate(seen) if n == out.prompt_ids.shape[1] + 24]
     assert full == [0, 3, 6, 8, 11, 14, 16, 19, 22]  # each block's first pass, then every third one
     assert (out.sequences != llama_lm.mask_token_id).all()
@@ -110,13 +115,7 @@ def test_batch_decode_equals_one_by_one(llama_lm, cache):
 
 @pytest.mark.parametrize("cache", ["prefix", "dual"])
 def test_the_cache_runs_fewer_tokens_through_the_model_and_stays_close(llama_lm, cache):
-    seen = []
-    hook = llama_lm.model.register_forward_pre_hook(lambda _m, _a, kw: seen.append(kw["input_ids"].shape[1]),
-                                                    with_kwargs=True)
-    try:
-        out = _decode(llama_lm, cache)
-    finally:
-        hook.remove()
+    out, seen = _decode_counting_inputs(llama_lm, cache)
     P = out.prompt_ids.shape[1]
     assert len(seen) == out.nfe == 24
     assert seen[0] == P + 24 and seen[8] == P + 24  # each block's refresh is a full pass

@@ -13,8 +13,10 @@ against plain semi-AR. "passes" counts the model's forward calls per decode.
 The second form measures the KV caches (issue 18): uncached, prefix and dual decodes side by side in one run,
 gen_length 256, block 32, one token per step, a 200-token prompt, on a model that can cache; speed-up and
 token agreement are against the uncached decode of the same prompts (targets: prefix >= 2.5x, dual >= 5x,
-agreement >= 98%). A second table gives the same for every decoder preset at its own settings, on task prompts
-(``--cache-presets`` picks them; none skips it). Writes benchmarks/results/decoding_cache.json.
+agreement >= 98%); ``--cache-window`` adds dual rows with ``decoder.cache_window``, ``--cache-refresh`` rows
+with ``decoder.cache_refresh``. A second table gives the same for every decoder preset at its own settings
+(the windowed dual cache with a window of one block), on task prompts (``--cache-presets`` picks them; none
+skips it). Writes benchmarks/results/decoding_cache.json.
 
 Targets (issues 3, 4 and 15): overhead <= 10% at batch 32; trajectory recorder <= +5% wall; temporal
 callback <= +5% wall with zero extra forward passes; the answer-likelihood callback adds no forward pass.
@@ -119,19 +121,21 @@ def timed_decode(lm, prompts, cfg: DecodeConfig, reps: int, answers=None):
     return out, statistics.median(walls)
 
 
-def cache_rows(lm, prompts: torch.Tensor, reps: int, refresh: list[int], gen_length: int = 256,
-               block: int = 32) -> list[dict]:
-    """Uncached, prefix and dual decodes of the same prompts (then each again refreshing every k passes, for k
-    in ``refresh``): tokens/s, speed-up and token agreement with the uncached decode."""
+def cache_rows(lm, prompts: torch.Tensor, reps: int, refresh: list[int], windows: list[int],
+               gen_length: int = 256, block: int = 32) -> list[dict]:
+    """Uncached, prefix and dual decodes of the same prompts (then the dual cache with each window in
+    ``windows``, and each cache refreshing every k passes, for k in ``refresh``): tokens/s, speed-up and token
+    agreement with the uncached decode."""
     rows, base = [], None
-    settings = [("none", None), ("prefix", None), ("dual", None)]
-    settings += [(cache, k) for k in refresh for cache in ("prefix", "dual")]
-    for cache, k in settings:
+    settings = [("none", None, 0), ("prefix", None, 0), ("dual", None, 0)]
+    settings += [("dual", None, w) for w in windows]
+    settings += [(cache, k, 0) for k in refresh for cache in ("prefix", "dual")]
+    for cache, k, w in settings:
         cfg = DecodeConfig(gen_length=gen_length, block_length=block, steps=gen_length, cache=cache,
-                           cache_refresh=k)
+                           cache_refresh=k, cache_window=w)
         decode(lm, prompts[:1], cfg.replace(gen_length=block, block_length=block, steps=block))  # warm-up
         out, wall = timed_decode(lm, prompts, cfg, reps)
-        setting = f"cache={cache}" + (f", refresh every {k}" if k else "")
+        setting = f"cache={cache}" + (f", window {w}" if w else "") + (f", refresh every {k}" if k else "")
         row = {"setting": setting, "batch": len(prompts), "nfe": out.nfe,
                "tokens_per_s": len(prompts) * gen_length / wall, "wall_s": wall}
         if base is None:
@@ -162,15 +166,16 @@ def cache_preset_rows(lm, presets: list[str], per_task: int, reps: int) -> list[
         rows_in = [i for i, g in enumerate(gold) if g is not None] if cfg.posterior else list(range(len(ids)))
         prompts = [ids[i] for i in rows_in]
         answers = [gold[i] for i in rows_in] if cfg.posterior else None
-        runs = {cache: timed_decode(lm, prompts, cfg.replace(cache=cache), reps, answers)
-                for cache in ("none", "prefix", "dual")}
+        settings = {"none": {}, "prefix": {}, "dual": {}, "dual_window": {"cache_window": cfg.block}}
+        runs = {key: timed_decode(lm, prompts, cfg.replace(cache=key.split("_")[0], **extra), reps, answers)
+                for key, extra in settings.items()}
         base, wall = runs["none"]
         row = {"preset": name, "batch": len(prompts), "gen_length": cfg.gen_length, "block_length": cfg.block_length,
                "nfe": float(base.nfe_per_sample.float().mean())}
-        for cache in ("prefix", "dual"):
-            out, w = runs[cache]
-            row[f"{cache}_speedup"] = wall / w
-            row[f"{cache}_agreement"] = float((out.sequences == base.sequences).float().mean())
+        for key in ("prefix", "dual", "dual_window"):
+            out, w = runs[key]
+            row[f"{key}_speedup"] = wall / w
+            row[f"{key}_agreement"] = float((out.sequences == base.sequences).float().mean())
         rows.append(row)
     return rows
 
@@ -191,12 +196,13 @@ def print_cache_rows(rows: list[dict], lm, args) -> None:
 def print_cache_presets(presets: list[dict], args) -> None:
     print(f"\nPer decoder preset, at its own gen_length / block_length, on {args.cache_per_task} prompts each of "
           f"arith, countdown and sudoku4 in one batch (posterior: those with a gold answer), median of {args.reps}\n")
-    print("| preset | gen / block | NFE | prefix speed-up | prefix agreement | dual speed-up | dual agreement |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| preset | gen / block | NFE | prefix speed-up | prefix agreement | dual speed-up | dual agreement | "
+          "dual, window one block: speed-up | agreement |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in presets:
         print(f"| {r['preset']} | {r['gen_length']} / {r['block_length'] or r['gen_length']} | {r['nfe']:.1f} | "
               f"{r['prefix_speedup']:.2f}x | {r['prefix_agreement']:.1%} | {r['dual_speedup']:.2f}x | "
-              f"{r['dual_agreement']:.1%} |")
+              f"{r['dual_agreement']:.1%} | {r['dual_window_speedup']:.2f}x | {r['dual_window_agreement']:.1%} |")
 
 
 def cache_main(args) -> None:
@@ -206,7 +212,7 @@ def cache_main(args) -> None:
     rows = []
     for batch in args.cache_batches:
         prompts = long_prompts(lm, task, examples[: batch + 8], args.prompt_length)[:batch]
-        rows += cache_rows(lm, prompts, args.reps, args.cache_refresh)
+        rows += cache_rows(lm, prompts, args.reps, args.cache_refresh, args.cache_window)
     if rows:
         print_cache_rows(rows, lm, args)
     presets = cache_preset_rows(lm, args.cache_presets, args.cache_per_task, args.reps) if args.cache_presets else []
@@ -236,6 +242,8 @@ def main() -> None:
     parser.add_argument("--cache-presets", nargs="*", default=[p for p in presets if p != "base"],
                         help="decoder presets whose cache agreement is measured (none: skip that table)")
     parser.add_argument("--cache-per-task", type=int, default=8)
+    parser.add_argument("--cache-window", type=int, nargs="*", default=[32],
+                        help="also measure the dual cache recomputing w positions after the block (decoder.cache_window)")
     parser.add_argument("--cache-refresh", type=int, nargs="*", default=[8],
                         help="also measure each cache refreshed every k passes of a block (decoder.cache_refresh)")
     args = parser.parse_args()

@@ -81,16 +81,18 @@ def test_decoding_benchmark_cache_rows_compare_with_the_uncached_decode(tmp_path
     llama = build_tiny_model(tok, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, arch="llama")
     DiffusionLM(llama, tok, "bidirectional", tok.mask_token_id, (tok.eos_token_id,)).save_pretrained(tmp_path / "m")
     stdout = run("decoding.py", "--cache-model", str(tmp_path / "m"), "--cache-batches", "2", "--reps", "1",
-                 "--threads", "1", "--prompt-length", "40", "--cache-refresh", "1", "--cache-presets", "semi_ar",
+                 "--threads", "1", "--prompt-length", "40", "--cache-refresh", "1", "--cache-window", "224", "--cache-presets", "semi_ar",
                  "posterior", "--cache-per-task", "1", "--out", str(tmp_path / "c.json"))
     assert "| cache=dual | 2 | 256 |" in stdout and "| posterior | 64 / 16 |" in stdout
     result = json.loads((tmp_path / "c.json").read_text())
     rows = {r["setting"]: r for r in result["rows"]}
-    assert list(rows) == ["cache=none", "cache=prefix", "cache=dual", "cache=prefix, refresh every 1",
-                          "cache=dual, refresh every 1"]
+    assert list(rows) == ["cache=none", "cache=prefix", "cache=dual", "cache=dual, window 224",
+                          "cache=prefix, refresh every 1", "cache=dual, refresh every 1"]
     assert all(0 <= rows[k]["agreement"] <= 1 and rows[k]["speedup"] > 0 for k in list(rows)[1:])
     # refreshing at every pass is the uncached decode
     assert rows["cache=dual, refresh every 1"]["agreement"] == rows["cache=prefix, refresh every 1"]["agreement"] == 1
+    # a window over all 224 positions after the first block leaves nothing cached after a block: the prefix cache
+    assert rows["cache=dual, window 224"]["agreement"] == rows["cache=prefix"]["agreement"]
     presets = {r["preset"]: r for r in result["presets"]}
     assert presets["semi_ar"]["batch"] == 3 and presets["posterior"]["batch"] == 2  # countdown has no gold answer
-    assert all(0 <= r[f"{c}_agreement"] <= 1 for r in presets.values() for c in ("prefix", "dual"))
+    assert all(0 <= r[f"{c}_agreement"] <= 1 for r in presets.values() for c in ("prefix", "dual", "dual_window"))

@@ -106,11 +106,27 @@ def test_cache_refresh_rebuilds_the_cache_every_k_passes_of_a_block(llama_lm, ca
     assert (out.sequences != llama_lm.mask_token_id).all()
 
 
-@pytest.mark.parametrize("cache", ["none", "prefix", "dual"])
-def test_batch_decode_equals_one_by_one(llama_lm, cache):
-    batch = _decode(llama_lm, cache)
-    alone = torch.cat([_decode(llama_lm, cache, prompts=[p]).sequences for p in PROMPTS])
+@pytest.mark.parametrize(("cache", "window"), [("none", 0), ("prefix", 0), ("dual", 0), ("dual", 4)])
+def test_batch_decode_equals_one_by_one(llama_lm, cache, window):
+    batch = _decode(llama_lm, cache, cache_window=window)
+    alone = torch.cat([_decode(llama_lm, cache, prompts=[p], cache_window=window).sequences for p in PROMPTS])
     assert torch.equal(batch.sequences, alone)
+
+
+def test_cache_window_recomputes_the_positions_after_the_block_at_every_pass(llama_lm):
+    out, seen = _decode_counting_inputs(llama_lm, "dual", cache_window=4)
+    P = out.prompt_ids.shape[1]
+    assert seen[0] == seen[8] == seen[16] == P + 24  # the refreshes are unchanged
+    assert (seen[1], seen[9], seen[17]) == (12, 12, 8)  # block + 4 later positions; the last block has none
+    assert (out.sequences != llama_lm.mask_token_id).all()
+
+
+def test_a_window_over_every_later_position_is_exactly_the_prefix_cache(llama_lm):
+    # 24 positions in blocks of 8: at most 16 follow a block, so nothing after it stays cached
+    prefix, prefix_seen = _decode_counting_inputs(llama_lm, "prefix")
+    windowed, windowed_seen = _decode_counting_inputs(llama_lm, "dual", cache_window=16)
+    assert windowed_seen == prefix_seen
+    assert torch.equal(windowed.sequences, prefix.sequences)
 
 
 @pytest.mark.parametrize("cache", ["prefix", "dual"])
@@ -158,6 +174,8 @@ def test_a_model_that_cannot_cache_is_refused_before_any_pass(tiny_lm):
     ({"cache": "kv"}, "choose one of"),
     ({"cache": "dual", "cfg_scale": 1.0}, "classifier-free guidance"),
     ({"cache": "dual", "cache_refresh": 0}, "cache_refresh"),
+    ({"cache": "dual", "cache_window": -1}, "cache_window"),
+    ({"cache": "prefix", "cache_window": 8}, "only the dual cache"),
 ])
 def test_bad_cache_settings_name_the_fix(change, match):
     with pytest.raises(ConfigError, match=match):

@@ -4,6 +4,8 @@ At the first forward pass of every block, one full pass over the canvas gives th
 keys/values of every position. The cache keeps those of the prompt and the finished blocks (``prefix``),
 and also those of the still-masked positions after the block (``dual``). The block's later steps then run
 only on ``[block | later positions]`` (prefix) or on the block (dual), attending to the cached keys.
+``window`` > 0 [ours] makes the dual cache recompute the first ``window`` positions after the block at
+every step as well: they are the cached keys that go stale fastest as the block fills.
 
 Everything goes through the transformers cache interface (``past_key_values`` as a ``DynamicCache``,
 explicit ``position_ids``, a 4D boolean mask), so it serves any model whose forward takes them
@@ -44,13 +46,15 @@ class BlockKVCache:
         prompt_length: ``P``.
         refresh_every: also rebuild the cache at every ``refresh_every``-th pass of a block (``None``: only at
             its first pass).
+        window: ``dual`` only: the first ``window`` positions after the block are recomputed at every pass with
+            the block instead of cached (0: Fast-dLLM's dual cache).
     """
 
     def __init__(self, model: DiffusionLM, mode: str, attention_mask: torch.Tensor, prompt_length: int,
-                 refresh_every: int | None = None) -> None:
+                 refresh_every: int | None = None, window: int = 0) -> None:
         check_cache(model, mode)
         self.model, self.mode, self.P = model, mode, prompt_length
-        self.refresh_every, self.since_refresh = refresh_every, 0
+        self.refresh_every, self.since_refresh, self.window = refresh_every, 0, window
         self.real = attention_mask.bool()  # (B, N)
         self.full_mask, self.positions = full_attention(attention_mask, attention_mask)  # (B, 1, N, N), (B, N)
         self.past = None
@@ -78,7 +82,7 @@ class BlockKVCache:
         logits, past = self.model.cached_forward(canvas, self.full_mask, self.positions, DynamicCache())
         if past is None:
             raise ConfigError(f"{type(self.model.model).__name__} returned no past_key_values; set decoder.cache=none")
-        lo, hi = P + block.lo, P + block.hi
+        lo, hi = P + block.lo, min(P + block.hi + self.window, N)  # hi: the end of what each step recomputes
         if self.mode == "dual" and hi < N:
             keep = torch.cat([torch.arange(lo), torch.arange(hi, N)]).to(canvas.device)
             self.query = (lo, hi)

@@ -71,6 +71,8 @@ class DecodeConfig:
         by one full pass at every block's first step. Needs a model that can cache (``DiffusionLM.can_cache``).
         cache_refresh: also refresh every ``cache_refresh``-th pass within a block (``None``: only at its first
         pass, as Fast-dLLM does); smaller is closer to the uncached decode and slower.
+        cache_window: dual only: recompute the first ``cache_window`` positions after the block at every pass
+        rather than cache them (0: Fast-dLLM's dual cache); larger is closer to the prefix cache and slower.
       early_exit: stop a row once ``U`` (``early_exit_reduction`` of the entropy over its still-masked
         answer positions) is below ``early_exit_threshold``, filling the answer with that pass' argmax.
     """
@@ -107,6 +109,7 @@ class DecodeConfig:
     posterior: bool = False
     cache: str = "none"
     cache_refresh: int | None = None
+    cache_window: int = 0
 
     def __post_init__(self) -> None:
         if self.eoser_token_ids is not None:  # YAML / OmegaConf lists -> a hashable tuple of ints
@@ -183,6 +186,10 @@ class DecodeConfig:
              "decoder.cache=none or decoder.cfg_scale=0")
         need(self.cache_refresh is None or self.cache_refresh >= 1, "cache_refresh",
              "must be a positive number of passes or null (refresh only at each block's first pass)")
+        need(self.cache_window >= 0, "cache_window", "must be a number of positions >= 0 (0: Fast-dLLM's dual cache)")
+        need(self.cache_window == 0 or self.cache == "dual", "cache_window",
+             f"only the dual cache caches positions after the block (cache={self.cache}); set decoder.cache=dual "
+             "or decoder.cache_window=0")
         self._validate_eoser(need)
         self._validate_infill(need)
 

@@ -204,7 +204,7 @@ def decode(
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     nfe_rows = torch.zeros(B, dtype=torch.long, device=device)
     # a model that cannot cache is refused here, before any forward pass
-    kv = BlockKVCache(model, cfg.cache, attn, P, cfg.cache_refresh) if cfg.cache != "none" else None
+    kv = BlockKVCache(model, cfg.cache, attn, P, cfg.cache_refresh, cfg.cache_window) if cfg.cache != "none" else None
 
     state = DecodeState(
         canvas=canvas, prompt_length=P, total_steps=cfg.total_steps, nfe_per_sample=nfe_rows, finished=finished,

@@ -243,7 +243,8 @@ def main() -> None:
                         help="decoder presets whose cache agreement is measured (none: skip that table)")
     parser.add_argument("--cache-per-task", type=int, default=8)
     parser.add_argument("--cache-window", type=int, nargs="*", default=[32],
-                        help="also measure the dual cache recomputing w positions after the block (decoder.cache_window)")
+                        help="also measure the dual cache recomputing w positions after the block "
+                             "(decoder.cache_window)")
     parser.add_argument("--cache-refresh", type=int, nargs="*", default=[8],
                         help="also measure each cache refreshed every k passes of a block (decoder.cache_refresh)")
     args = parser.parse_args()

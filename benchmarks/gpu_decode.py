@@ -5,11 +5,11 @@ The large model is a Llama decoder of LLaDA-8B's shape (4096 wide, 32 layers, 32
 126,464), run with full attention (the ``bidirectional`` family, which can cache keys/values). Random weights
 decode garbage, which does not matter for speed and memory: every step does the work a trained model's does.
 
-Per model, batch (1/8/32) and cache (none/prefix/dual): generated tokens/s, NFE, peak memory, and the achieved
-TFLOP/s against the device's dense bf16 peak. FLOPs per forward: 2 x (non-embedding parameters) x tokens run
-through the model, plus attention (4 x layers x width x queries x keys). Then a few GRPO updates with LoRA on
-the large model (diffu-GRPO's one-step estimator, 4 prompts x G=4, mu=1) and their peak memory, against the
-README's 35-45 GB estimate for LoRA GRPO on LLaDA-8B.
+Per model, batch (1/8/32) and cache (none, prefix, dual, and dual with ``decoder.cache_window`` of one block):
+generated tokens/s, NFE, peak memory, and the achieved TFLOP/s against the device's dense bf16 peak. FLOPs
+per forward: 2 x (non-embedding parameters) x tokens run through the model, plus attention (4 x layers x width
+x queries x keys). Then a few GRPO updates with LoRA on the large model (diffu-GRPO's one-step estimator,
+4 prompts x G=4, mu=1) and their peak memory, against the README's 35-45 GB estimate for LoRA GRPO on LLaDA-8B.
 
     python benchmarks/gpu_decode.py [--batches 1 8 32] [--gen-length 256] [--block 32] [--prompt-length 200]
         [--reps 3] [--peak-tflops <device bf16 peak>] [--smoke]
@@ -101,13 +101,15 @@ def decode_rows(name: str, lm, device, args, peak_tflops: float | None) -> list[
 
     counter = FlopCounter(lm)
     rows = []
-    caches = ("none", "prefix", "dual") if lm.can_cache else ("none",)
+    caches = {"none": {}}
+    if lm.can_cache:  # the dual cache also with decoder.cache_window of one block
+        caches |= {"prefix": {}, "dual": {}, f"dual, window {args.block}": {"cache_window": args.block}}
     for batch in args.batches:
         prompt = torch.randint(0, min(lm.model.config.vocab_size - 8, 30000), (batch, args.prompt_length),
                                device=device)
-        for cache in caches:
+        for cache, extra in caches.items():
             cfg = DecodeConfig(gen_length=args.gen_length, block_length=args.block, steps=args.gen_length,
-                               cache=cache)
+                               cache=cache.split(",")[0], **extra)
             decode(lm, prompt, cfg.replace(gen_length=args.block, block_length=args.block, steps=args.block))  # warm
             walls, flops = [], []
             if device.type == "cuda":

@@ -69,7 +69,7 @@ def test_gpu_benchmark_runs_scaled_down_on_this_machine(tmp_path):
                  "--skip-embedded", "--out", str(tmp_path / "g.json"))
     assert "| model | batch | cache |" in stdout and "GRPO with LoRA r128" in stdout
     result = json.loads((tmp_path / "g.json").read_text())
-    assert [r["cache"] for r in result["rows"]] == ["none", "prefix", "dual"]
+    assert [r["cache"] for r in result["rows"]] == ["none", "prefix", "dual", "dual, window 16"]
     assert all(r["nfe"] == 32 and r["tokens_per_s"] > 0 and r["tflops"] > 0 for r in result["rows"])
     assert result["grpo"]["rows"] == 16 and result["smoke"] is True
 
@@ -81,8 +81,8 @@ def test_decoding_benchmark_cache_rows_compare_with_the_uncached_decode(tmp_path
     llama = build_tiny_model(tok, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, arch="llama")
     DiffusionLM(llama, tok, "bidirectional", tok.mask_token_id, (tok.eos_token_id,)).save_pretrained(tmp_path / "m")
     stdout = run("decoding.py", "--cache-model", str(tmp_path / "m"), "--cache-batches", "2", "--reps", "1",
-                 "--threads", "1", "--prompt-length", "40", "--cache-refresh", "1", "--cache-window", "224", "--cache-presets", "semi_ar",
-                 "posterior", "--cache-per-task", "1", "--out", str(tmp_path / "c.json"))
+                 "--threads", "1", "--prompt-length", "40", "--cache-refresh", "1", "--cache-window", "224",
+                 "--cache-presets", "semi_ar", "posterior", "--cache-per-task", "1", "--out", str(tmp_path / "c.json"))
     assert "| cache=dual | 2 | 256 |" in stdout and "| posterior | 64 / 16 |" in stdout
     result = json.loads((tmp_path / "c.json").read_text())
     rows = {r["setting"]: r for r in result["rows"]}

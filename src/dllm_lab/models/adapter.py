@@ -6,6 +6,7 @@ logits aligned so that position ``i`` predicts token ``i`` (Dream's right shift 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from pathlib import Path
@@ -25,6 +26,13 @@ CACHE_FAMILIES = ("bidirectional",)
 # docs/methods.md "Conventions": ids fixed by the released checkpoints.
 LLADA_MASK_ID, LLADA_EOS_ID, LLADA_EOT_ID = 126336, 126081, 126348
 DREAM_MASK_ID, DREAM_EOS_ID = 151666, 151643
+
+
+@functools.cache
+def _cache_argument(forward: Any) -> str:
+    """The name a forward takes its key/value cache under: transformers >= 5.2x says ``cache``, older releases
+    and remote code ``past_key_values`` (once per forward function, not per decoding step)."""
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
 
 class DiffusionLM(nn.Module):
@@ -106,8 +114,7 @@ class DiffusionLM(nn.Module):
         ``mask4d`` ``(B, 1, q, cached + q)``: True where a query may attend a key; ``position_ids`` ``(B, q)``."""
         if not self.can_cache:
             raise ValueError(f"family={self.family!r} cannot cache keys/values (DiffusionLM.can_cache)")
-        # transformers >= 5.2x names the argument ``cache``; older releases and remote code ``past_key_values``
-        name = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        name = _cache_argument(getattr(self.model.forward, "__func__", self.model.forward))
         out = self.model(input_ids=input_ids, attention_mask=mask4d, position_ids=position_ids,
                          use_cache=past is not None, **{name: past})
         return out.logits, out.get(name)

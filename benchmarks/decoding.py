@@ -143,8 +143,8 @@ def cache_rows(lm, prompts: torch.Tensor, reps: int, refresh: list[int], windows
         else:
             content = base[1] != lm.eos_token_ids[0]  # positions the uncached decode filled with non-EOS tokens
             row["speedup"] = row["tokens_per_s"] / base[0]["tokens_per_s"]
-            row["agreement"] = float((out.sequences == base[1]).float().mean())
             same = out.sequences == base[1]
+            row["agreement"] = float(same.float().mean())
             row["agreement_content"] = float(same[content].float().mean()) if content.any() else None
         rows.append(row)
     return rows
@@ -166,9 +166,10 @@ def cache_preset_rows(lm, presets: list[str], per_task: int, reps: int) -> list[
         rows_in = [i for i, g in enumerate(gold) if g is not None] if cfg.posterior else list(range(len(ids)))
         prompts = [ids[i] for i in rows_in]
         answers = [gold[i] for i in rows_in] if cfg.posterior else None
-        settings = {"none": {}, "prefix": {}, "dual": {}, "dual_window": {"cache_window": cfg.block}}
-        runs = {key: timed_decode(lm, prompts, cfg.replace(cache=key.split("_")[0], **extra), reps, answers)
-                for key, extra in settings.items()}
+        settings = {"none": {"cache": "none"}, "prefix": {"cache": "prefix"}, "dual": {"cache": "dual"},
+                    "dual_window": {"cache": "dual", "cache_window": cfg.block}}
+        runs = {key: timed_decode(lm, prompts, cfg.replace(**changes), reps, answers)
+                for key, changes in settings.items()}
         base, wall = runs["none"]
         row = {"preset": name, "batch": len(prompts), "gen_length": cfg.gen_length, "block_length": cfg.block_length,
                "nfe": float(base.nfe_per_sample.float().mean())}

@@ -101,15 +101,15 @@ def decode_rows(name: str, lm, device, args, peak_tflops: float | None) -> list[
 
     counter = FlopCounter(lm)
     rows = []
-    caches = {"none": {}}
+    caches = {"none": {"cache": "none"}}
     if lm.can_cache:  # the dual cache also with decoder.cache_window of one block
-        caches |= {"prefix": {}, "dual": {}, f"dual, window {args.block}": {"cache_window": args.block}}
+        caches |= {"prefix": {"cache": "prefix"}, "dual": {"cache": "dual"},
+                   f"dual, window {args.block}": {"cache": "dual", "cache_window": args.block}}
     for batch in args.batches:
         prompt = torch.randint(0, min(lm.model.config.vocab_size - 8, 30000), (batch, args.prompt_length),
                                device=device)
-        for cache, extra in caches.items():
-            cfg = DecodeConfig(gen_length=args.gen_length, block_length=args.block, steps=args.gen_length,
-                               cache=cache.split(",")[0], **extra)
+        for cache, changes in caches.items():
+            cfg = DecodeConfig(gen_length=args.gen_length, block_length=args.block, steps=args.gen_length, **changes)
             decode(lm, prompt, cfg.replace(gen_length=args.block, block_length=args.block, steps=args.block))  # warm
             walls, flops = [], []
             if device.type == "cuda":

@@ -7,6 +7,7 @@ import torch
 
 from dllm_lab.data import SFTCollator, TaskDataModule, TaskMixtureStream
 from dllm_lab.data.collate import sample_mask_prob
+from dllm_lab.errors import ConfigError
 from dllm_lab.models import left_pad
 from dllm_lab.tasks import get_task
 
@@ -98,6 +99,26 @@ def test_task_options_reach_training_and_evaluation_tasks(tiny_lm):
     assert evals.task.context_lines == 0 and not any(e["context"] for e in evals.examples)
     stream = dm._stream(0, set())
     assert stream.tasks[0].context_lines == 0 and not any(stream.item(g)["example"]["context"] for g in range(20))
+
+
+def test_context_prompts_lengthen_prompts_with_problems_of_the_same_task_and_leave_other_draws_alone(tiny_lm):
+    dm = TaskDataModule(tiny_lm.chat, tiny_lm.mask_token_id, tasks=["arith"], context_prompts=3, context_prob=0.5)
+    long, plain = dm._stream(0, set()), stream(tiny_lm)
+    task = long.tasks[0]
+    items = [long.item(g) for g in range(40)]
+    lines = [it["prompt"].count(task.build_prompt(it["example"])) for it in items]
+    assert lines == [1] * 40 and all(it["prompt"].endswith(task.build_prompt(it["example"])) for it in items)
+    extra = [it["prompt"].count("Put the final answer") - 1 for it in items]  # every arith problem ends so
+    assert set(extra) == {0, 1, 2, 3} and 10 < sum(e > 0 for e in extra) < 30
+    with_context = [it for it, e in zip(items, extra, strict=True) if e]
+    assert all(len(it["prompt_ids"]) > len(tiny_lm.chat.prompt_ids(task.build_prompt(it["example"])))
+               for it in with_context)
+    # without context the stream draws exactly what it drew before the option existed
+    off = TaskDataModule(tiny_lm.chat, tiny_lm.mask_token_id, tasks=["arith", "countdown", "sudoku4"])
+    assert [off._stream(0, set()).item(g)["prompt"] for g in range(8)] == [plain.item(g)["prompt"] for g in range(8)]
+    for bad in ({"context_prompts": -1}, {"context_prob": 1.5}):
+        with pytest.raises(ConfigError, match="data.context_prompts"):
+            TaskDataModule(tiny_lm.chat, tiny_lm.mask_token_id, **bad)
 
 
 def test_collator_masks_only_the_response_with_probability_p(tiny_lm):
@@ -203,8 +224,6 @@ def test_infill_layout_matches_the_decoding_template_and_never_targets_its_fixed
 
 
 def test_an_infill_delimiter_the_completions_lack_fails_naming_it(tiny_lm):
-    from dllm_lab.errors import ConfigError
-
     dm = TaskDataModule(tiny_lm.chat, tiny_lm.mask_token_id, tasks=["arith"], prompt_style="compact",
                         infill_prob=1.0, infill_delimiter="The answer is ")
     with pytest.raises(ConfigError, match="data.infill_delimiter"):

@@ -49,6 +49,9 @@ class TaskMixtureStream(IterableDataset):
     ``start_batch`` resumes exactly where a checkpoint left off. Prompts in ``exclude`` (held-out
     evaluation sets) are never trained on. A task in ``sources`` takes its ``k``-th example from there,
     ``k`` counted over earlier samples (every rank's for a file, this rank's for a sharded hub stream).
+    With ``context_prompts`` = k > 0, a sample's prompt is, with probability ``context_prob``, preceded by 1 to
+    k other problems of its task (drawn from its generator), one per line: a long prompt whose last problem
+    is the one answered, which teaches a small model prompts and canvases longer than one problem's.
     """
 
     def __init__(
@@ -62,6 +65,8 @@ class TaskMixtureStream(IterableDataset):
         exclude: set[str] | None = None,
         sources: dict[str, Any] | None = None,
         infill: InfillLayout | None = None,
+        context_prompts: int = 0,
+        context_prob: float = 0.0,
     ) -> None:
         if len(tasks) != len(weights) or not tasks:
             raise ValueError("data.tasks and data.weights must be non-empty and of equal length")
@@ -79,6 +84,11 @@ class TaskMixtureStream(IterableDataset):
         self.batch_size, self.seed = batch_size, seed
         self.exclude = exclude or set()
         self.infill = infill
+        no_generator = [t.name for t in tasks if not t.has_synthetic] if context_prompts else []
+        if no_generator:
+            raise ConfigError(f"data.context_prompts: {no_generator} have no synthetic generator to draw context "
+                              "problems from; set data.context_prompts=0")
+        self.context_prompts, self.context_prob = context_prompts, context_prob
         self.start_batch = 0
         self._scan: dict[str, tuple[int, list[int]]] = {}  # per count kind: (next sample, draws per task)
 
@@ -112,6 +122,9 @@ class TaskMixtureStream(IterableDataset):
                 prompt = task.build_prompt(example)
                 if prompt not in self.exclude:
                     break
+        if self.context_prompts and rng.random() < self.context_prob:  # no draw at all without context
+            others = [task.build_prompt(task.sample(rng)) for _ in range(rng.randint(1, self.context_prompts))]
+            prompt = "\n".join([*others, prompt])
         item = {"key": g, "prompt_ids": self.chat.prompt_ids(prompt, task.chat_template), "example": example,
                 "task": task.name, "prompt": prompt}
         if isinstance(self.collator, SFTCollator):
@@ -170,7 +183,9 @@ class TaskDataModule(L.LightningDataModule):
     (held-out seed ``eval_seed``), a local jsonl/csv/parquet path, or a hub dataset id; ``None`` is the
     synthetic test set of every training task.
     ``task_options`` maps task names to keyword arguments of their constructor
-    (``{"equations": {"context_lines": 0}}``). ``prompt_style``: the model's (see
+    (``{"equations": {"context_lines": 0}}``). ``context_prompts`` / ``context_prob``: long prompts, up to that
+    many other problems before the answered one, with that probability (see :class:`TaskMixtureStream`).
+    ``prompt_style``: the model's (see
     :attr:`DiffusionLM.prompt_style <dllm_lab.models.DiffusionLM>`). Evaluation sets are
     sharded across ranks by striding (no padding duplicates), so summed metrics are exact under DDP.
     """
@@ -207,6 +222,8 @@ class TaskDataModule(L.LightningDataModule):
         train_sources: dict[str, str] | None = None,
         train_split: str = "train",
         train_examples: dict[str, list[dict[str, Any]]] | None = None,
+        context_prompts: int = 0,
+        context_prob: float = 0.0,
     ) -> None:
         super().__init__()
         self.chat, self.mask_token_id = chat, mask_token_id
@@ -238,6 +255,10 @@ class TaskDataModule(L.LightningDataModule):
         self.train_sources = {k: str(v) for k, v in (train_sources or {}).items() if v not in (None, SYNTHETIC)}
         self.train_split = train_split
         self._file_rows = dict(train_examples or {})  # validated rows of local train sources, read once
+        if context_prompts < 0 or not 0.0 <= context_prob <= 1.0:
+            raise ConfigError(f"data.context_prompts={context_prompts} / data.context_prob={context_prob}: give a "
+                              "non-negative number of problems and a probability in [0, 1]")
+        self.context_prompts, self.context_prob = context_prompts, context_prob
         self._eval_sets: list[PromptSet] | None = None
         self._train: TaskMixtureStream | None = None
         self._resume_batch = 0
@@ -266,7 +287,8 @@ class TaskDataModule(L.LightningDataModule):
         tasks = [get_task(n, prompt_style=self.prompt_style, **self.task_options.get(n, {})) for n in self.task_names]
         collator = self.collator if self.train_mode == "sft" else PromptCollator(self.chat.eos_token_ids[0])
         return TaskMixtureStream(tasks, self.weights, self.chat, collator, self.batch_size, seed, exclude,
-                                 self.real_sources(tasks, seed, exclude), self.infill)
+                                 self.real_sources(tasks, seed, exclude), self.infill, self.context_prompts,
+                                 self.context_prob)
 
     def real_sources(self, tasks: Sequence[Task], seed: int, exclude: set[str]) -> dict[str, Any]:
         """The training tasks' real example sources (a local file is read and validated once per DataModule)."""

@@ -35,6 +35,7 @@ import torch
 
 from dllm_lab.decoding import DecodeConfig, InfillTemplate, TrajectoryRecorder, decode
 from dllm_lab.decoding.infill import AnswerLikelihood, encode_answers, trace_records
+from dllm_lab.evaluation.stats import paired_bootstrap
 from dllm_lab.factory import load_decoder_preset
 from dllm_lab.models import left_pad, load_model
 from dllm_lab.paths import config_dir, project_root
@@ -145,6 +146,10 @@ def cache_rows(lm, prompts: torch.Tensor, reps: int, refresh: list[int], windows
             row["speedup"] = row["tokens_per_s"] / base[0]["tokens_per_s"]
             same = out.sequences == base[1]
             row["agreement"] = float(same.float().mean())
+            row["agreement_per_prompt"] = same.float().mean(1).tolist()
+            if len(prompts) > 1:  # 95% interval of the mean over prompts (a bootstrap over prompts)
+                ci = paired_bootstrap(row["agreement_per_prompt"], [0.0] * len(prompts))
+                row["agreement_low"], row["agreement_high"] = ci.low, ci.high
             row["agreement_content"] = float(same[content].float().mean()) if content.any() else None
         rows.append(row)
     return rows
@@ -184,11 +189,14 @@ def cache_preset_rows(lm, presets: list[str], per_task: int, reps: int) -> list[
 def print_cache_rows(rows: list[dict], lm, args) -> None:
     print(f"\nKV cache on {Path(args.cache_model).name} ({lm.family}), gen_length 256, block 32, 256 steps, "
           f"{args.prompt_length}-token prompts, {torch.get_num_threads()} threads, median of {args.reps}\n")
-    print("| setting | batch | NFE | tokens/s | speed-up | token agreement | agreement on non-EOS tokens |")
+    print("| setting | batch | NFE | tokens/s | speed-up | token agreement [95% over prompts] | "
+          "agreement on non-EOS tokens |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         speed = f"{r['speedup']:.2f}x" if "speedup" in r else "1.00x"
         agree = f"{r['agreement']:.1%}" if "agreement" in r else "-"
+        if "agreement_low" in r:
+            agree += f" [{r['agreement_low']:.1%}, {r['agreement_high']:.1%}]"
         content = f"{r['agreement_content']:.1%}" if r.get("agreement_content") is not None else "-"
         print(f"| {r['setting']} | {r['batch']} | {r['nfe']} | {r['tokens_per_s']:,.1f} | {speed} | {agree} | "
               f"{content} |")

@@ -89,6 +89,9 @@ def test_decoding_benchmark_cache_rows_compare_with_the_uncached_decode(tmp_path
     assert list(rows) == ["cache=none", "cache=prefix", "cache=dual", "cache=dual, window 224",
                           "cache=prefix, refresh every 1", "cache=dual, refresh every 1"]
     assert all(0 <= rows[k]["agreement"] <= 1 and rows[k]["speedup"] > 0 for k in list(rows)[1:])
+    for r in list(rows.values())[1:]:  # the mean of the per-prompt agreements, inside its interval
+        assert len(r["agreement_per_prompt"]) == 2 and abs(sum(r["agreement_per_prompt"]) / 2 - r["agreement"]) < 1e-6
+        assert r["agreement_low"] <= r["agreement"] <= r["agreement_high"]
     # refreshing at every pass is the uncached decode
     assert rows["cache=dual, refresh every 1"]["agreement"] == rows["cache=prefix, refresh every 1"]["agreement"] == 1
     # a window over all 224 positions after the first block leaves nothing cached after a block: the prefix cache

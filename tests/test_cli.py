@@ -53,3 +53,18 @@ def test_rl_report_names_the_command_when_no_study_ran(tmp_path, monkeypatch):
                                       "--out", str(tmp_path / "out")])
     with pytest.raises(RuntimeError, match="make rl-study"):
         rl_report.main()
+
+
+def test_tables_name_the_model_they_decoded():
+    from types import SimpleNamespace
+
+    from dllm_lab.decoding import DecodeConfig
+    from dllm_lab.runs.eval import describe
+
+    cfg = DecodeConfig(gen_length=16, block_length=8, steps=8)
+    evaluated = SimpleNamespace(stage="eval", identity=None, config={"model": {"name_or_path": "ckpt/a"}})
+    assert describe(evaluated, cfg, "semi_ar").startswith("model ckpt/a · decoder semi_ar")
+    # after fit, the table is the trained weights': named by where they are exported, and where they started
+    trained = SimpleNamespace(stage="train", identity=None,
+                              config={"model": {"name_or_path": "ckpt/a"}, "export_dir": "ckpt/b"})
+    assert describe(trained, cfg, "semi_ar").startswith("model ckpt/b (trained from ckpt/a) · decoder semi_ar")

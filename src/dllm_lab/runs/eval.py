@@ -89,6 +89,8 @@ def evaluate(job: Job, lm: DiffusionLM, datamodule: TaskDataModule, logger, stag
 def describe(job: Job, decoder: DecodeConfig, name: str = "") -> str:
     """What a results table was decoded with: the model, the decoder preset and its length and steps."""
     model = job.config.get("model", {}).get("name_or_path") or "tiny model built from scratch"
+    if job.stage == "train":  # the evaluation after fit decodes the trained weights, not the ones it started from
+        model = f"{job.config.get('export_dir') or 'the trained model'} (trained from {model})"
     preset = name or (job.identity.choices.get("decoder") if job.identity else None) or "decoder"
     return f"model {model} · decoder {preset} ({decoder_about(decoder, block=True)})"
 

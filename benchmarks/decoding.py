@@ -8,7 +8,7 @@ it, and posterior sampling (gold answer pre-filled, plus the one pass that score
 against plain semi-AR. "passes" counts the model's forward calls per decode.
 
     python benchmarks/decoding.py [--batches 1 32] [--reps 3] [--presets semi_ar threshold ...] [--threads 2]
-    python benchmarks/decoding.py --cache-model checkpoints/tiny-llama-stage2 [--cache-batches 1 8] [--reps 3]
+    python benchmarks/decoding.py --cache-model checkpoints/tiny-llama-long [--cache-batches 1 8] [--reps 3]
 
 The second form measures the KV caches (issue 18): uncached, prefix and dual decodes side by side in one run,
 gen_length 256, block 32, one token per step, a 200-token prompt, on a model that can cache; speed-up and

@@ -87,7 +87,9 @@ def test_an_rl_run_counts_updates_shows_the_reward_logs_each_rollout_and_prints_
     assert any(e[0] == "start" for e in fit.events)  # the rollouts' decodes fed the decode row
     # the final table: aligned, naming model, decoder and length, before -> after
     out = capsys.readouterr().out
-    assert f"model {tiny_model_dir} · decoder semi_ar (L=16, 8 steps, block 8)" in out, out
+    # the weights decoded after fit are the trained ones, named with the model they started from
+    header = f"model the trained model (trained from {tiny_model_dir}) · decoder semi_ar (L=16, 8 steps, block 8)"
+    assert header in out, out
     assert re.search(r"\| countdown +\| +2 \| +\d\.\d{3} -> \d\.\d{3} \|", out), out
     assert "before/countdown/accuracy" in run.data.metrics and "eval/countdown/accuracy" in metrics
     assert metrics["eval/countdown/accuracy"] == pytest.approx(run.data.metrics["eval/countdown/accuracy"])
